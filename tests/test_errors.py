@@ -1,0 +1,71 @@
+"""Bad settings and missing data end in one clear line naming the setting or partition."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from billing_pipeline.errors import ConfigError, StoreUnavailableError
+from billing_pipeline.stores.clickhouse import open_usage_store
+from billing_pipeline.stores.postgres import billing_database_url, connect
+
+
+def run_cli(*args, env_overrides, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_"))}
+    env.update({"BILLING_STATE_DIR": str(tmp_path / "state")}, **env_overrides)
+    return subprocess.run([sys.executable, "-m", "billing_pipeline.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_clear_line(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("billing: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_wrong_database_url_names_the_setting(monkeypatch):
+    monkeypatch.setenv("BILLING_DATABASE_URL", "mysql://root@localhost/billing")
+    with pytest.raises(ConfigError, match="BILLING_DATABASE_URL='mysql://root@localhost/billing' is not a PostgreSQL URL"):
+        billing_database_url()
+    monkeypatch.setenv("BILLING_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
+    with pytest.raises(ConfigError, match="names no database"):
+        billing_database_url()
+
+
+def test_unreachable_database_hides_the_password():
+    with pytest.raises(StoreUnavailableError) as err:
+        connect("postgresql://billing:s3cret@127.0.0.1:1/billing")
+    assert "cannot connect to PostgreSQL at BILLING_DATABASE_URL='postgresql://billing:***@127.0.0.1:1/billing'" in str(err.value)
+    assert "s3cret" not in str(err.value)
+
+
+def test_unreachable_clickhouse_names_the_setting():
+    with pytest.raises(StoreUnavailableError) as err:
+        open_usage_store("http://reader:pw@127.0.0.1:1/usage")
+    assert str(err.value) == ("cannot reach ClickHouse at BILLING_CLICKHOUSE_URL='http://reader:***@127.0.0.1:1/usage': "
+                              "Connection refused")
+
+
+def test_cli_bad_database_url(tmp_path):
+    result = run_cli("migrate", env_overrides={"BILLING_DATABASE_URL": "postgresql://x:pw@127.0.0.1:1/billing"},
+                     tmp_path=tmp_path)
+    assert_one_clear_line(result, "BILLING_DATABASE_URL='postgresql://x:***@127.0.0.1:1/billing'", "Connection refused")
+
+
+def test_cli_unreachable_clickhouse(tmp_path, db_url):
+    result = run_cli("close", "--month", "2026-10", tmp_path=tmp_path,
+                     env_overrides={"BILLING_DATABASE_URL": db_url, "BILLING_CLICKHOUSE_URL": "http://127.0.0.1:1"})
+    assert_one_clear_line(result, "BILLING_CLICKHOUSE_URL='http://127.0.0.1:1'", "Connection refused")
+
+
+def test_cli_month_without_usage_names_the_partitions(tmp_path, db_url):
+    result = run_cli("close", "--month", "2026-10", tmp_path=tmp_path, env_overrides={"BILLING_DATABASE_URL": db_url})
+    assert_one_clear_line(result, "requests_raw has no rows for 31 day(s): 2026-10-01, 2026-10-02",
+                          "usage_rollups partition(s) 2026-10-01 ...")

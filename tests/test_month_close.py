@@ -1,0 +1,152 @@
+"""Close a hand-made month through Dagster on the real PostgreSQL and chdb; exact amounts."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import dagster as dg
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from billing_pipeline.close import RunFailedError, close_month
+from billing_pipeline.domain.periods import Period
+from billing_pipeline.stores.postgres import transaction
+from month_fixture import october_events, seed_contracts
+
+OCTOBER = Period.parse_month("2026-10")
+
+
+def _invoices(url):
+    with psycopg.connect(url) as conn:
+        invoices = {r[0]: r[1:] for r in conn.execute(
+            "SELECT invoice_id, status, currency, subtotal, tax, total, contract_doc_sha256 FROM invoices ORDER BY 1")}
+        lines = {}
+        for invoice_id, line_no, description, quantity, unit_price, amount in conn.execute(
+                "SELECT invoice_id, line_no, description, quantity, unit_price, amount FROM invoice_lines ORDER BY 1, 2"):
+            lines.setdefault(invoice_id, []).append((line_no, description, quantity, unit_price, amount))
+    return invoices, lines
+
+
+def test_month_close_exact_amounts(october, billing_defs, instance):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    invoices, lines = _invoices(october)
+
+    assert invoices == {
+        "CTR-A:2026-10:v1": ("DRAFT", "USD", Decimal("0.16"), Decimal("0"), Decimal("0.16"), None),
+        "CTR-B:2026-10:v1": ("DRAFT", "TRY", Decimal("25000"), Decimal("5000"), Decimal("30000"), "ab" * 32),
+        "CTR-C:2026-10:v1": ("DRAFT", "EUR", Decimal("500.75"), Decimal("0"), Decimal("500.75"), "cd" * 32),
+        "CTR-D:2026-10:v1": ("DRAFT", "USD", Decimal("0.03"), Decimal("0"), Decimal("0.03"), None),
+    }
+    # Each line rounded once, half-up: 3 x 0.015 = 0.045 -> 0.05 and 7 x 0.015 = 0.105 -> 0.11, so the
+    # total is 0.16 although the unrounded sum 0.150 would round to 0.15.
+    assert lines["CTR-A:2026-10:v1"] == [
+        (1, "BSC Mainnet - 3 requests", Decimal("3"), Decimal("0.015"), Decimal("0.05")),
+        (2, "ETH Mainnet - 7 requests", Decimal("7"), Decimal("0.015"), Decimal("0.11")),
+    ]
+    assert lines["CTR-B:2026-10:v1"] == [
+        (1, "Monthly RPC service - Enterprise TR (2026-10)", Decimal("1"), Decimal("25000"), Decimal("25000")),
+        (2, "ETH Mainnet - 2 requests (included)", Decimal("2"), Decimal("0"), Decimal("0")),
+    ]
+    assert lines["CTR-C:2026-10:v1"] == [
+        (1, "Monthly base fee - Growth EU (2026-10)", Decimal("1"), Decimal("500"), Decimal("500")),
+        (2, "Base Mainnet - 5 requests (included)", Decimal("5"), Decimal("0"), Decimal("0")),
+        (3, "ETH Mainnet - 8 requests (included)", Decimal("8"), Decimal("0"), Decimal("0")),
+        (4, "Overage - 3 requests beyond 10 included", Decimal("3"), Decimal("0.25"), Decimal("0.75")),
+    ]
+    assert lines["CTR-D:2026-10:v1"] == [
+        (1, "Polygon PoS - 31 requests", Decimal("31"), Decimal("0.001"), Decimal("0.03")),
+    ]
+
+    with psycopg.connect(october) as conn:
+        days = conn.execute("""SELECT count(*), sum(raw_rows), sum(duplicate_rows), sum(quarantined_rows),
+                                      sum(requests) FROM usage_rollup_days""").fetchone()
+        assert days == (31, 64, 3, 1, 60)
+        assert conn.execute("SELECT org_id, chain, requests FROM unrated_usage").fetchall() == [
+            ("org_x", "eth-mainnet", 4)]
+        # b5 was first delivered in September: its October copy is a duplicate, not an October request.
+        assert conn.execute("SELECT requests, duplicate_rows FROM usage_rollup_days WHERE day = '2026-10-01'"
+                            ).fetchone() == (1, 1)
+        assert conn.execute("""SELECT requests, successful_requests, error_requests FROM usage_rollups
+                               WHERE project_id = 'prj_a1'""").fetchone() == (7, 6, 1)
+
+    # What the data team sees in the UI: readable metadata on each asset.
+    rollup_meta = instance.get_latest_materialization_event(dg.AssetKey("usage_rollups")).asset_materialization.metadata
+    assert rollup_meta["duplicate_rows_removed"].value == 3
+    invoice_meta = instance.get_latest_materialization_event(dg.AssetKey("invoice_drafts")).asset_materialization.metadata
+    assert invoice_meta["total"].value == "500.75 EUR, 30,000.00 TRY, 0.19 USD"
+    rated_meta = instance.get_latest_materialization_event(dg.AssetKey("rated_charges")).asset_materialization.metadata
+    assert rated_meta["unrated_requests"].value == 4
+    assert rated_meta["unrated_orgs"].value == "org_x"
+
+
+def _snapshot(url):
+    queries = {
+        "usage_rollups": "SELECT * FROM usage_rollups ORDER BY day, org_id, project_id, chain",
+        "usage_rollup_days": """SELECT day, raw_rows, duplicate_rows, quarantined_rows, requests, bytes_out,
+                                       source_engine, source_query_sha256 FROM usage_rollup_days ORDER BY day""",
+        "rated_charges": """SELECT period_start, charge_id, contract_id, position, kind, chain, meter, description,
+                                   quantity, unit_price, amount, currency, details FROM rated_charges ORDER BY 2""",
+        "invoices": """SELECT invoice_id, contract_id, version, status, currency, subtotal, tax, total
+                       FROM invoices ORDER BY 1""",
+        "invoice_lines": "SELECT * FROM invoice_lines ORDER BY invoice_id, line_no",
+        "unrated_usage": "SELECT * FROM unrated_usage ORDER BY org_id, chain",
+    }
+    with psycopg.connect(url) as conn:
+        return {name: conn.execute(q).fetchall() for name, q in queries.items()}
+
+
+def test_rerunning_partitions_changes_nothing(october, billing_defs, instance):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    before = _snapshot(october)
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    # a single day, a range of days, then the month again
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("usage_rollups")],
+                                  partition_key="2026-10-05").success
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("usage_rollups")],
+                                  tags={ASSET_PARTITION_RANGE_START_TAG: "2026-10-09",
+                                        ASSET_PARTITION_RANGE_END_TAG: "2026-10-11"}).success
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    assert _snapshot(october) == before
+    assert len(before["usage_rollups"]) == 38 and len(before["invoice_lines"]) == 9
+
+
+def test_invoicing_refuses_charges_older_than_their_usage(october, billing_defs, instance):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("usage_rollups")],
+                           partition_key="2026-10-05")
+    result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("invoice_drafts")],
+                                    partition_key="2026-10-01", raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "usage_rollups partition 2026-10-05 was re-run after rated_charges 2026-10-01" in \
+        failure.step_failure_data.error.message
+
+
+def test_missing_days_in_clickhouse_name_the_partition(db_url, usage_store, billing_defs, instance):
+    events = october_events()
+    days = pc.cast(events.column("timestamp"), pa.date32())
+    usage_store.insert_arrow("requests_raw", events.filter(pc.not_equal(days, pa.scalar(date(2026, 10, 14)))))
+    with transaction(db_url) as conn:
+        seed_contracts(conn)
+    with pytest.raises(RunFailedError) as err:
+        close_month(instance, OCTOBER, definitions=billing_defs)
+    message = str(err.value)
+    assert "requests_raw has no rows for 1 day(s): 2026-10-14 (usage_rollups partition(s) 2026-10-14)" in message
+    assert "Traceback" not in message
+
+
+def test_rating_refuses_a_month_with_days_not_rolled_up(october, billing_defs, instance):
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("usage_rollups")],
+                                  tags={ASSET_PARTITION_RANGE_START_TAG: "2026-10-01",
+                                        ASSET_PARTITION_RANGE_END_TAG: "2026-10-29"}).success
+    result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("rated_charges")],
+                                    partition_key="2026-10-01", raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert ("rated_charges 2026-10-01 needs every day of 2026-10 in usage_rollups; missing partition(s): "
+            "2026-10-30, 2026-10-31") in failure.step_failure_data.error.message
