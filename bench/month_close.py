@@ -94,11 +94,13 @@ def main() -> None:
 
     t = time.perf_counter()
     rating = rate_month(db_url, period)
-    stage("rated_charges", len(rating.charges), time.perf_counter() - t, "charges")
+    stage("rated_charges", summary.rows, time.perf_counter() - t, "rollup rows")
+    print(f"    {len(rating.charges):,} charges for {rating.contracts:,} contracts")
 
     t = time.perf_counter()
     drafted = draft_month(db_url, period)
     stage("invoice_drafts", sum(len(i.draft.lines) for i in drafted), time.perf_counter() - t, "lines")
+    print(f"    {len(drafted):,} invoices")
 
     close_s = sum(r[2] for r in results)
     t = time.perf_counter()

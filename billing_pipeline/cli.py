@@ -72,7 +72,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .stores.postgres import transaction
     from .summary import format_month_summary
 
+    from .close import check_closable
+
     period = Period.parse_month(args.month)
+    check_closable(period)
     print(f"Billing pipeline demo: month {period.label}, state in {settings.state_dir()}")
     done = _step("starting stores")
     db_url = _database()

@@ -12,6 +12,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from .assets.invoice_drafts import invoice_drafts
+from .assets.partitions import monthly_partitions
 from .assets.rated_charges import rated_charges
 from .assets.usage_rollups import usage_rollups
 from .definitions import defs
@@ -47,8 +48,18 @@ def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
+def check_closable(period: Period) -> None:
+    """Only complete months from the partitions' start date exist as monthly partitions."""
+    keys = monthly_partitions.get_partition_keys()
+    if period.start.isoformat() not in keys:
+        span = f"{keys[0][:7]} .. {keys[-1][:7]}" if keys else "none yet"
+        raise BillingError(f"month {period.label} is not a closable billing month (monthly partitions: {span}; "
+                           "a month can be closed once it has ended)")
+
+
 def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dict | None = None,
                 definitions: dg.Definitions | None = None) -> CloseResult:
+    check_closable(period)
     job = (definitions or defs).resolve_implicit_global_asset_job_def()
     days = period.days()
     rollup_run_config = dict(_QUIET, ops={"usage_rollups": {"config": rollup_config}}) if rollup_config else _QUIET

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from billing_pipeline.definitions import defs
-from billing_pipeline.stores.postgres import load_migrations, migrate
+from billing_pipeline.stores.postgres import MigrationError, load_migrations, migrate
 
 
 def test_definitions_load_with_lineage():
@@ -54,5 +54,39 @@ def test_migrations_are_ordered_idempotent_and_tamper_evident(empty_db_url):
                 "fx_snapshot_ref", "pdf_url"} <= invoice_columns
         conn.execute("UPDATE schema_migrations SET sha256 = repeat('0', 64) WHERE version = 1")
         conn.commit()
-    with pytest.raises(RuntimeError, match="migration 0001_initial.sql changed after it was applied"):
+    with pytest.raises(MigrationError, match="migration 0001_initial.sql changed after it was applied"):
         migrate(empty_db_url)
+
+
+def test_month_is_rated_again_when_a_day_is_rerun():
+    """The automation sensor's logic: the month follows once every day is in, and again after a re-run."""
+    from datetime import datetime, timezone
+
+    evaluation_time = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
+    with dg.DagsterInstance.ephemeral() as instance:
+        def report(asset, *partitions):
+            for p in partitions:
+                instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=p))
+
+        def requested():
+            nonlocal cursor
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor,
+                                                       evaluation_time=evaluation_time)
+            cursor = result.cursor
+            return {key.to_user_string(): sorted(result.get_requested_partitions(key))
+                    for key in (dg.AssetKey("rated_charges"), dg.AssetKey("invoice_drafts"))
+                    if result.get_requested_partitions(key)}
+
+        cursor = None
+        requested()
+        report("usage_rollups", *[f"2026-10-{d:02d}" for d in range(1, 31)])
+        assert requested() == {}  # October 31 is still missing
+        report("usage_rollups", "2026-10-31")
+        # rating and drafting are requested together, so they run as one run in order
+        both = {"rated_charges": ["2026-10-01"], "invoice_drafts": ["2026-10-01"]}
+        assert requested() == both
+        report("rated_charges", "2026-10-01")
+        report("invoice_drafts", "2026-10-01")
+        assert requested() == {}
+        report("usage_rollups", "2026-10-05")  # a disputed day re-run
+        assert requested() == both

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from decimal import Decimal
 
 import psycopg
@@ -49,3 +57,42 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     summary = out[out.index("Billing month"):out.index("See the same data")]
     assert again.stdout[again.stdout.index("Billing month"):again.stdout.index("See the same data")] == summary
+
+    # `billing ui` serves the same state: the UI lists the assets and the demo's two runs.
+    rerun_ids = re.search(r"runs (\S+) and (\S+)", again.stdout).groups()
+    _check_ui_shows_runs(tmp_path, set(run_ids) | set(rerun_ids))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
+
+
+def _check_ui_shows_runs(tmp_path, run_ids: set[str]) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_"))}
+    env["BILLING_STATE_DIR"] = str(tmp_path / "state")
+    ui = subprocess.Popen([sys.executable, "-m", "billing_pipeline.cli", "ui", "--port", str(port)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        line = ""
+        while time.monotonic() < deadline and "Dagster UI:" not in line:
+            line = ui.stdout.readline()
+            assert line or ui.poll() is None, "billing ui exited before printing its URL"
+        assert f"Dagster UI: http://127.0.0.1:{port}" in line
+        data = _graphql(port, "{ assetNodes { assetKey { path } } runsOrError { ... on Runs { results { runId status } } } }")
+        assert {tuple(n["assetKey"]["path"]) for n in data["assetNodes"]} == {
+            ("requests_raw",), ("contracts",), ("usage_rollups",), ("rated_charges",), ("invoice_drafts",)}
+        assert {r["runId"] for r in data["runsOrError"]["results"] if r["status"] == "SUCCESS"} == run_ids
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)

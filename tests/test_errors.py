@@ -69,3 +69,10 @@ def test_cli_month_without_usage_names_the_partitions(tmp_path, db_url):
     result = run_cli("close", "--month", "2026-10", tmp_path=tmp_path, env_overrides={"BILLING_DATABASE_URL": db_url})
     assert_one_clear_line(result, "requests_raw has no rows for 31 day(s): 2026-10-01, 2026-10-02",
                           "usage_rollups partition(s) 2026-10-01 ...")
+
+
+def test_cli_month_that_has_not_ended(tmp_path):
+    result = run_cli("demo", "--month", "2099-01", env_overrides={}, tmp_path=tmp_path)
+    assert_one_clear_line(result, "month 2099-01 is not a closable billing month (monthly partitions: 2025-01 ..")
+    result = run_cli("demo", "--month", "Oct-2026", env_overrides={}, tmp_path=tmp_path)
+    assert_one_clear_line(result, "month 'Oct-2026' is not YYYY-MM")

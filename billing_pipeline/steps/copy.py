@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import psycopg
+from psycopg import sql
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -15,8 +16,9 @@ def copy_arrow(conn: psycopg.Connection, table: str, data: pa.Table) -> int:
     """COPY an Arrow table into ``table``; its column names must match the table's columns."""
     if data.num_rows == 0:
         return 0
-    columns = ", ".join(data.column_names)
-    with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, data.column_names)))
+    with conn.cursor().copy(statement) as copy:
         for offset in range(0, data.num_rows, _CHUNK_ROWS):
             buf = io.BytesIO()
             pacsv.write_csv(data.slice(offset, _CHUNK_ROWS), buf,

@@ -78,6 +78,7 @@ def _check_no_overlaps(conn: psycopg.Connection, period: Period) -> None:
 
 def rate_month(db_url: str, period: Period, run_id: str | None = None) -> RatingSummary:
     with transaction(db_url) as conn:
+        conn.execute("SET LOCAL work_mem = '128MB'")  # a month of rollups aggregates in memory
         missing = missing_days(period.days(), rolled_up_days(conn, period.start, period.end))
         if missing:
             raise MissingDataError(

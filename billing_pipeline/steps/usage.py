@@ -9,6 +9,8 @@ from datetime import date, datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from psycopg import sql
+
 from ..errors import MissingDataError
 from ..stores.clickhouse import UsageStore, sql_sha256, sql_text
 from ..stores.postgres import transaction
@@ -107,17 +109,9 @@ def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days)]
 
 
-def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime, *,
-                  dedup_lookback_hours: int = 24, allow_empty_days: bool = False,
-                  run_id: str | None = None) -> RollupSummary:
-    """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically."""
-    t0 = time.perf_counter()
-    params = {"window_start": start, "window_end": end, "dedup_lookback_hours": dedup_lookback_hours}
-    totals = store.query_arrow(sql_text("usage_source_totals"), params).to_pylist()
-    by_day = {row["day"]: row for row in totals}
-    expected = _days(start.date(), end.date())
-    missing = [d for d in expected if d not in by_day]
-    if missing and not allow_empty_days:
+def _check_no_missing_days(expected: list[date], present: set[date]) -> None:
+    missing = [d for d in expected if d not in present]
+    if missing:
         shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise MissingDataError(
             f"requests_raw has no rows for {len(missing)} day(s): {shown} (usage_rollups partition(s) "
@@ -125,29 +119,47 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
             "or run with allow_empty_days: true if the days really had no traffic"
         )
 
-    rollup_sql = sql_text("usage_rollups") + sql_text("usage_duplicates")
-    deliveries = store.query_arrow(sql_text("usage_rollups"), params)
-    duplicates = store.query_arrow(sql_text("usage_duplicates"), params)
-    rollups = subtract_duplicates(deliveries, duplicates)
 
-    per_day = rollups.group_by("day").aggregate([("requests", "sum"), ("bytes_out", "sum")]).to_pylist()
-    counted = {r["day"]: r for r in per_day}
-    day_totals = []
+def _day_totals(expected: list[date], source: list[dict], rollups: pa.Table) -> list[DayTotals]:
+    """Per day: what ClickHouse holds, and how much of it the rollups bill (the rest are copies)."""
+    raw = {row["day"]: row for row in source}
+    billed = {row["day"]: row for row in
+              rollups.group_by("day").aggregate([("requests", "sum"), ("bytes_out", "sum")]).to_pylist()}
+    totals = []
     for d in expected:
-        raw = by_day.get(d, {"raw_rows": 0, "quarantined_rows": 0})
-        requests = counted.get(d, {}).get("requests_sum", 0) or 0
-        day_totals.append(DayTotals(
-            day=d, raw_rows=raw["raw_rows"], quarantined_rows=raw["quarantined_rows"],
-            duplicate_rows=raw["raw_rows"] - raw["quarantined_rows"] - requests,
-            requests=requests, bytes_out=counted.get(d, {}).get("bytes_out_sum", 0) or 0,
-        ))
-    query_sha = sql_sha256(rollup_sql)
+        r = raw.get(d, {"raw_rows": 0, "quarantined_rows": 0})
+        b = billed.get(d, {"requests_sum": 0, "bytes_out_sum": 0})
+        totals.append(DayTotals(day=d, raw_rows=r["raw_rows"], quarantined_rows=r["quarantined_rows"],
+                                duplicate_rows=r["raw_rows"] - r["quarantined_rows"] - b["requests_sum"],
+                                requests=b["requests_sum"], bytes_out=b["bytes_out_sum"]))
+    return totals
+
+
+def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime, *,
+                  dedup_lookback_hours: int = 24, allow_empty_days: bool = False,
+                  run_id: str | None = None) -> RollupSummary:
+    """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically."""
+    t0 = time.perf_counter()
+    params = {"window_start": start, "window_end": end, "dedup_lookback_hours": dedup_lookback_hours}
+    expected = _days(start.date(), end.date())
+    source = store.query_arrow(sql_text("usage_source_totals"), params).to_pylist()
+    if not allow_empty_days:
+        _check_no_missing_days(expected, {row["day"] for row in source})
+
+    deliveries_sql, duplicates_sql = sql_text("usage_rollups"), sql_text("usage_duplicates")
+    rollups = subtract_duplicates(store.query_arrow(deliveries_sql, params),
+                                  store.query_arrow(duplicates_sql, params))
+    day_totals = _day_totals(expected, source, rollups)
+    query_sha = sql_sha256(deliveries_sql + duplicates_sql)
     t1 = time.perf_counter()
 
     with transaction(db_url) as conn:
-        conn.execute("DELETE FROM usage_rollups WHERE day >= %s AND day < %s", (start.date(), end.date()))
+        partitions = clear_rollups(conn, start.date(), end.date())
         conn.execute("DELETE FROM usage_rollup_days WHERE day >= %s AND day < %s", (start.date(), end.date()))
         copy_arrow(conn, "usage_rollups", rollups)
+        for partition in partitions:
+            # Fresh statistics, so rating plans a hash join over a month of rows, not a spilling sort.
+            conn.execute(sql.SQL("ANALYZE {}").format(partition))
         with conn.cursor() as cur:
             cur.executemany(
                 """INSERT INTO usage_rollup_days (day, raw_rows, duplicate_rows, quarantined_rows, requests,
@@ -156,12 +168,41 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
                 [(t.day, t.raw_rows, t.duplicate_rows, t.quarantined_rows, t.requests, t.bytes_out,
                   store.engine, query_sha, run_id) for t in day_totals],
             )
-
     t2 = time.perf_counter()
+
     top = rollups.group_by(["org_id", "chain"]).aggregate([("requests", "sum"), ("bytes_out", "sum")])
     top = top.sort_by([("requests_sum", "descending")]).slice(0, 10)
     return RollupSummary(start.date(), end.date(), rollups.num_rows, day_totals, top, store.engine, query_sha,
                          {"clickhouse": t1 - t0, "postgres": t2 - t1})
+
+
+def _months(start: date, end: date) -> list[tuple[date, date]]:
+    months, first = [], start.replace(day=1)
+    while first < end:
+        following = (first + timedelta(days=32)).replace(day=1)
+        months.append((first, following))
+        first = following
+    return months
+
+
+def clear_rollups(conn, start: date, end: date) -> list[sql.Identifier]:
+    """Empty usage_rollups for [start, end), creating the monthly partitions it needs.
+
+    A month covered whole is truncated (transactional in PostgreSQL, and it leaves no dead rows
+    behind); part of a month is deleted. Returns the partitions touched.
+    """
+    partitions = []
+    for first, following in _months(start, end):
+        partition = sql.Identifier(f"usage_rollups_{first:%Y_%m}")
+        partitions.append(partition)
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_rollups FOR VALUES FROM ({}) TO ({})")
+                     .format(partition, sql.Literal(first), sql.Literal(following)))
+        if start <= first and following <= end:
+            conn.execute(sql.SQL("TRUNCATE {}").format(partition))
+        else:
+            conn.execute("DELETE FROM usage_rollups WHERE day >= %s AND day < %s",
+                         (max(start, first), min(end, following)))
+    return partitions
 
 
 def rolled_up_days(conn, start: date, end: date) -> set[date]:

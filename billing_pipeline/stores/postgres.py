@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from .. import settings
-from ..errors import ConfigError, StoreUnavailableError
+from ..errors import BillingError, ConfigError, StoreUnavailableError
 from .urls import redact
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,10 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x62696C6C  # advisory lock serialising concurrent migrators ("bill")
 
 
+class MigrationError(BillingError):
+    pass
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -153,7 +157,7 @@ def load_migrations() -> list[Migration]:
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise RuntimeError(f"duplicate migration versions: {versions}")
+        raise MigrationError(f"duplicate migration versions: {versions}")
     return found
 
 
@@ -178,7 +182,7 @@ def migrate(url: str) -> list[int]:
             for m in load_migrations():
                 if m.version in applied:
                     if applied[m.version].strip() != m.sha256:
-                        raise RuntimeError(
+                        raise MigrationError(
                             f"migration {m.version:04d}_{m.name}.sql changed after it was applied; add a new migration instead"
                         )
                     continue

@@ -60,7 +60,9 @@ CREATE TABLE usage_rollups (
     -- Key order matches the order rows are written in, so COPY appends to the index.
     PRIMARY KEY (day, org_id, project_id, chain),
     CHECK (successful_requests + error_requests = requests)
-);
+) PARTITION BY RANGE (day);
+-- One partition per month, created by the rollup step when a month is first rolled up. Re-running
+-- a whole month truncates its partition instead of deleting millions of rows one by one.
 
 -- One row per rolled-up day: proves the day was read (a day with no row was never rolled up) and
 -- keeps the ClickHouse source totals the rollups must reconcile to.

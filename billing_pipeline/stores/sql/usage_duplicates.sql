@@ -5,9 +5,9 @@
 -- (timestamp, org, project, chain, status, bytes) tuple; the first decides the day and attributes
 -- the request is billed with, every other copy is a duplicate. Copies are looked for from
 -- dedup_lookback_hours before the window, so a copy re-sent after midnight is not counted again on
--- the next day. Candidate ids are found by a 128-bit SipHash of request_id (compact keys keep the
--- month's hash table small); a hash collision only sends a unique request down this exact path,
--- where grouping is on the request_id itself, so it can never merge two requests.
+-- the next day. Candidate ids are found by a 64-bit hash of request_id (fixed-width keys keep the
+-- month's hash table small and fast); a hash collision only sends a unique request down this exact
+-- path, where grouping is on the request_id itself, so it can never merge two requests.
 SELECT
     toDate(copy.1)                  AS day,
     copy.2                          AS org_id,
@@ -25,9 +25,9 @@ FROM
     WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
       AND timestamp < {window_end:DateTime64(3, 'UTC')}
       AND org_id != '' AND project_id != ''
-      AND sipHash128(request_id) IN
+      AND cityHash64(request_id) IN
       (
-          SELECT sipHash128(request_id) AS key
+          SELECT cityHash64(request_id) AS key
           FROM requests_raw
           WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
             AND timestamp < {window_end:DateTime64(3, 'UTC')}
@@ -39,4 +39,3 @@ FROM
 )
 WHERE copy.1 >= {window_start:DateTime64(3, 'UTC')}
 GROUP BY day, org_id, project_id, chain
-SETTINGS max_bytes_before_external_group_by = 4000000000
