@@ -27,6 +27,15 @@ def _last_complete_month() -> str:
     return (first_of_this_month - timedelta(days=1)).strftime("%Y-%m")
 
 
+def _this_command() -> str:
+    """How to call `billing` again: the venv's script, relative to here when it is below here."""
+    script = os.path.join(os.path.dirname(sys.executable), "billing")
+    if not os.path.exists(script):
+        return "billing"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else script
+
+
 def _step(label: str):
     start = time.perf_counter()
     print(f"-> {label} ...", flush=True)
@@ -99,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print()
     prefix = "" if os.environ.get(settings.STATE_DIR_ENV) is None else f"{settings.STATE_DIR_ENV}={settings.state_dir()} "
     print("See the same data in the Dagster UI (asset graph, runs, metadata):")
-    print(f"    {prefix}billing ui        # then open http://127.0.0.1:3000")
+    print(f"    {prefix}{_this_command()} ui        # then open http://127.0.0.1:3000")
 
 
 def cmd_close(args: argparse.Namespace) -> None:
