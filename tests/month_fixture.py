@@ -22,9 +22,9 @@ def ts(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def _row(t, rid, org, project, chain, status=200, bytes_out=500):
+def _row(t, rid, org, project, chain, status=200, bytes_out=500, method="eth_call"):
     return dict(timestamp=t, request_id=rid, org_id=org, project_id=project, api_key_id=f"key_{project}",
-                chain=chain, method="eth_call", http_status=status, bytes_out=bytes_out, latency_ms=12,
+                chain=chain, method=method, http_status=status, bytes_out=bytes_out, latency_ms=12,
                 source_ip="203.0.113.7")
 
 
@@ -36,7 +36,8 @@ def october_events() -> pa.Table:
     # org_a on eth: 7 requests, a1 delivered twice identically, a2 re-sent 3 s later, a3 failed
     for i in range(1, 8):
         rows.append(_row(ts(2026, 10, 5, 9, 0, i), f"a{i}", "org_a", "prj_a1", "eth-mainnet",
-                         status=500 if i == 3 else 200))
+                         status=500 if i == 3 else 200, method="eth_getLogs" if i == 3 else "eth_call",
+                         bytes_out=20_000 if i == 3 else 500))
     rows.append(_row(ts(2026, 10, 5, 9, 0, 1), "a1", "org_a", "prj_a1", "eth-mainnet"))
     rows.append(_row(ts(2026, 10, 5, 9, 0, 5), "a2", "org_a", "prj_a1", "eth-mainnet"))
     # org_a on bsc: 3 October requests
@@ -49,10 +50,12 @@ def october_events() -> pa.Table:
     rows.append(_row(ts(2026, 9, 30, 23, 59, 59), "b5", "org_a", "prj_a2", "bsc-mainnet"))  # September...
     rows.append(_row(ts(2026, 10, 1, 0, 0, 0, 500000), "b5", "org_a", "prj_a2", "bsc-mainnet"))  # ...re-sent after midnight
     # org_b (fixed, Turkey): 2 requests
-    rows += [_row(ts(2026, 10, 3, 10, i), f"tr{i}", "org_b", "prj_b", "eth-mainnet") for i in range(2)]
+    rows += [_row(ts(2026, 10, 3, 10, i), f"tr{i}", "org_b", "prj_b", "eth-mainnet", method="debug_traceTransaction",
+                  bytes_out=1_500_000_000) for i in range(2)]
     # org_c (hybrid, 10 included): 8 on eth + 5 on base = 13
     rows += [_row(ts(2026, 10, 20, 10, i), f"c{i}", "org_c", "prj_c", "eth-mainnet") for i in range(8)]
-    rows += [_row(ts(2026, 10, 20, 11, i), f"c{i + 8}", "org_c", "prj_c", "base-mainnet") for i in range(5)]
+    rows += [_row(ts(2026, 10, 20, 11, i), f"c{i + 8}", "org_c", "prj_c", "base-mainnet", method="eth_blockNumber")
+             for i in range(5)]
     # org_x: no contract
     rows += [_row(ts(2026, 10, 7, 7, i), f"x{i}", "org_x", "prj_x", "eth-mainnet") for i in range(4)]
     # a row without org: quarantined

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from ..errors import MissingDataError
 from ..stores.clickhouse import UsageStore, sql_sha256, sql_text
+from ..stores.meter_sql import MeterSet
 from ..stores.postgres import transaction
 from .copy import copy_arrow
 
@@ -74,29 +75,36 @@ KEYS = ["day", "org_id", "project_id", "chain"]
 COUNTERS = ["requests", "successful_requests", "error_requests", "bytes_out"]
 
 
+def rollup_schema(meters: MeterSet) -> pa.Schema:
+    return pa.schema(list(ROLLUP_SCHEMA) + [(c, pa.int64()) for c in meters.columns])
+
+
 class RollupConsistencyError(RuntimeError):
     pass
 
 
-def subtract_duplicates(deliveries: pa.Table, duplicates: pa.Table) -> pa.Table:
+def subtract_duplicates(deliveries: pa.Table, duplicates: pa.Table, meters: MeterSet) -> pa.Table:
     """Billable rollups = every delivery minus the repeated ones, per key, in the deliveries' order.
 
     Vectorised in Arrow: a hash join against the few duplicated keys, then the original order is
     restored by an integer sort (ClickHouse already returns the deliveries sorted by key, which is
-    the order PostgreSQL's primary key appends fastest). Keys left with no request are dropped: all
-    their deliveries were copies of requests counted on another key or day.
+    the order PostgreSQL's primary key appends fastest). Additive meters are corrected like the
+    counters; MAX, UNIQUE_COUNT and LATEST meters keep their value over all deliveries. Keys left
+    with no request are dropped: all their deliveries were copies of requests counted elsewhere.
     """
-    deliveries = deliveries.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
-    duplicates = duplicates.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
+    schema = rollup_schema(meters)
+    counters = COUNTERS + meters.additive_columns
+    deliveries = deliveries.select(schema.names).cast(schema)
+    duplicates = duplicates.select(KEYS + counters).cast(pa.schema([schema.field(n) for n in KEYS + counters]))
     if not duplicates.num_rows:
         return deliveries
     numbered = deliveries.append_column("_row", pa.array(range(deliveries.num_rows), pa.int64()))
-    dup = duplicates.rename_columns(KEYS + [f"dup_{c}" for c in COUNTERS])
+    dup = duplicates.rename_columns(KEYS + [f"dup_{c}" for c in counters])
     joined = numbered.join(dup, keys=KEYS, join_type="left outer")
     joined = joined.take(pc.sort_indices(joined.column("_row")))
-    columns = [joined.column(k) for k in KEYS] + [
-        pc.subtract(joined.column(c), pc.fill_null(joined.column(f"dup_{c}"), 0)) for c in COUNTERS]
-    result = pa.Table.from_arrays(columns, schema=ROLLUP_SCHEMA)
+    columns = [pc.subtract(joined.column(c), pc.fill_null(joined.column(f"dup_{c}"), 0)) if c in counters
+               else joined.column(c) for c in schema.names]
+    result = pa.Table.from_arrays(columns, schema=schema)
     result = result.filter(pc.greater(result.column("requests"), 0))
     expected = pc.sum(deliveries.column("requests")).as_py() - pc.sum(duplicates.column("requests")).as_py()
     if joined.num_rows != deliveries.num_rows or pc.sum(result.column("requests")).as_py() != expected:
@@ -137,23 +145,29 @@ def _day_totals(expected: list[date], source: list[dict], rollups: pa.Table) -> 
 
 def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime, *,
                   dedup_lookback_hours: int = 24, allow_empty_days: bool = False,
-                  run_id: str | None = None) -> RollupSummary:
-    """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically."""
+                  run_id: str | None = None, meters: MeterSet | None = None) -> RollupSummary:
+    """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically.
+
+    Every declared meter is computed in the same queries (catalog/meters.yaml by default)."""
     t0 = time.perf_counter()
-    params = {"window_start": start, "window_end": end, "dedup_lookback_hours": dedup_lookback_hours}
+    meters = meters or MeterSet.load()
+    params = {"window_start": start, "window_end": end, "dedup_lookback_hours": dedup_lookback_hours,
+              **meters.parameters()}
     expected = _days(start.date(), end.date())
     source = store.query_arrow(sql_text("usage_source_totals"), params).to_pylist()
     if not allow_empty_days:
         _check_no_missing_days(expected, {row["day"] for row in source})
 
-    deliveries_sql, duplicates_sql = sql_text("usage_rollups"), sql_text("usage_duplicates")
+    deliveries_sql = meters.deliveries_sql(sql_text("usage_rollups"))
+    duplicates_sql = meters.duplicates_sql(sql_text("usage_duplicates"))
     rollups = subtract_duplicates(store.query_arrow(deliveries_sql, params),
-                                  store.query_arrow(duplicates_sql, params))
+                                  store.query_arrow(duplicates_sql, params), meters)
     day_totals = _day_totals(expected, source, rollups)
     query_sha = sql_sha256(deliveries_sql + duplicates_sql)
     t1 = time.perf_counter()
 
     with transaction(db_url) as conn:
+        add_meter_columns(conn, meters)
         partitions = clear_rollups(conn, start.date(), end.date())
         conn.execute("DELETE FROM usage_rollup_days WHERE day >= %s AND day < %s", (start.date(), end.date()))
         copy_arrow(conn, "usage_rollups", rollups)
@@ -203,6 +217,14 @@ def clear_rollups(conn, start: date, end: date) -> list[sql.Identifier]:
             conn.execute("DELETE FROM usage_rollups WHERE day >= %s AND day < %s",
                          (max(start, first), min(end, following)))
     return partitions
+
+
+def add_meter_columns(conn, meters: MeterSet) -> None:
+    """One bigint column per declared meter. A meter removed from the catalog keeps its column, so
+    past months stay as they were rolled up."""
+    for column in meters.columns:
+        conn.execute(sql.SQL("ALTER TABLE usage_rollups ADD COLUMN IF NOT EXISTS {} bigint NOT NULL DEFAULT 0")
+                     .format(sql.Identifier(column)))
 
 
 def rolled_up_days(conn, start: date, end: date) -> set[date]:

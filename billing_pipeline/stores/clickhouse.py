@@ -166,7 +166,10 @@ class ClickHouseServerStore:
 
     @staticmethod
     def _params(parameters):
-        return {k: format_parameter(v) for k, v in (parameters or {}).items()}
+        # clickhouse-connect escapes strings and formats arrays for server-side binding itself;
+        # only timestamps are pre-formatted, to keep their milliseconds.
+        return {k: format_parameter(v) if isinstance(v, (datetime, date)) else v
+                for k, v in (parameters or {}).items()}
 
     def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
         return self._client.query_arrow(sql, parameters=self._params(parameters), use_strings=True)
