@@ -18,7 +18,7 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 import psutil
 
@@ -75,7 +75,7 @@ def main() -> None:
         gen = time.perf_counter() - t
         print(f"generate: {rows_raw:,} raw rows in {gen:.1f}s ({rows_raw / gen:,.0f} rows/s) [not part of the close]")
     with transaction(db_url) as conn:
-        seed_demo_contracts(conn, args.orgs)
+        seed_demo_contracts(conn, args.orgs, period)
 
     results = []
 

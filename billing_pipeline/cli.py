@@ -99,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     done()
     done = _step("seeding plans, customers and contracts")
     with transaction(db_url) as conn:
-        n = seed_demo_contracts(conn, args.orgs)
+        n = seed_demo_contracts(conn, args.orgs, period)
     print(f"   {n} contracts")
     done()
     _close(db_url, period)

@@ -15,6 +15,10 @@ from decimal import Decimal
 import psycopg
 import pyarrow as pa
 
+from billing_pipeline.domain.plans import MeteredCharge, Plan
+from billing_pipeline.domain.price_models import PerUnit
+from billing_pipeline.stores.plans import sync_plans
+
 UTC = timezone.utc
 
 
@@ -69,13 +73,21 @@ def october_events() -> pa.Table:
     ]))
 
 
+TEST_PLANS = {
+    "pro_test": Plan(plan_id="pro_test", name="Pro", type="METERED", currency="USD", charges=[
+        MeteredCharge(meter="requests", unit="request", price=PerUnit(unit_price=Decimal("0.015")))]),
+    "fixed_tr": Plan(plan_id="fixed_tr", name="Enterprise TR", type="FIXED", currency="TRY", base_fee=Decimal(25000)),
+    "hybrid_eur": Plan(plan_id="hybrid_eur", name="Growth EU", type="HYBRID", currency="EUR", base_fee=Decimal(500),
+                       charges=[MeteredCharge(meter="requests", unit="request", included=10,
+                                              price=PerUnit(unit_price=Decimal("0.25")))]),
+    "filler": Plan(plan_id="filler", name="Filler", type="METERED", currency="USD", charges=[
+        MeteredCharge(meter="requests", unit="request", price=PerUnit(unit_price=Decimal("0.001")))]),
+}
+
+
 def seed_contracts(conn: psycopg.Connection) -> None:
+    sync_plans(conn, TEST_PLANS)
     conn.execute("""
-        INSERT INTO plans (plan_id, name, plan_type, currency, base_price, rate_per_unit, included_units) VALUES
-            ('pro_test', 'Pro', 'METERED', 'USD', 0, 0.015, 0),
-            ('fixed_tr', 'Enterprise TR', 'FIXED', 'TRY', 25000, 0, 0),
-            ('hybrid_eur', 'Growth EU', 'HYBRID', 'EUR', 500, 0.25, 10),
-            ('filler', 'Filler', 'METERED', 'USD', 0, 0.001, 0);
         INSERT INTO customers (org_id, legal_name, country, tax_id) VALUES
             ('org_a', 'Alpha Ltd', 'US', NULL), ('org_b', 'Beta A.S.', 'TR', '1234567890'),
             ('org_c', 'Gamma GmbH', 'DE', NULL), ('org_d', 'Delta Inc', 'US', NULL);
@@ -84,11 +96,11 @@ def seed_contracts(conn: psycopg.Connection) -> None:
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at,
-                   price_fixed, signed_doc_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            [("CTR-A", "org_a", "pro_test", "METERED", "USD", "GLOBAL", start, None, None),
-             ("CTR-B", "org_b", "fixed_tr", "FIXED", "TRY", "TR", start, Decimal("25000"), "ab" * 32),
-             ("CTR-C", "org_c", "hybrid_eur", "HYBRID", "EUR", "GLOBAL", start, Decimal("500"), "cd" * 32),
-             ("CTR-D", "org_d", "filler", "METERED", "USD", "GLOBAL", start, None, None)])
+                   signed_doc_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+            [("CTR-A", "org_a", "pro_test", "METERED", "USD", "GLOBAL", start, None),
+             ("CTR-B", "org_b", "fixed_tr", "FIXED", "TRY", "TR", start, "ab" * 32),
+             ("CTR-C", "org_c", "hybrid_eur", "HYBRID", "EUR", "GLOBAL", start, "cd" * 32),
+             ("CTR-D", "org_d", "filler", "METERED", "USD", "GLOBAL", start, None)])
 
 
 OCT_START = ts(2026, 10, 1)

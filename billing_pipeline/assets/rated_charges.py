@@ -38,12 +38,21 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(summary.charges),
         "contracts": summary.contracts,
-        "amount_unrounded": money_text(summary.totals_by_currency()),
+        "amount_unrounded": money_text({k: _shown(v) for k, v in summary.totals_by_currency().items()}),
         "unrated_requests": summary.unrated_requests,
         "unrated_orgs": ", ".join(summary.unrated_orgs) or "none",
+        "usage_alerts": len(summary.alerts),
         "largest_charges": markdown_table(
             ["contract", "description", "quantity", "unit price", "amount"],
-            [(c.contract_id, c.description, c.quantity, c.unit_price, c.amount.normalize() if c.amount else Decimal(0))
-             for c in preview],
+            [(c.contract_id, c.description, c.quantity, _shown(c.unit_price), _shown(c.amount)) for c in preview],
+        ),
+        "usage_cap_alerts": markdown_table(
+            ["contract", "meter", "level", "cap", "used"],
+            [(a.contract_id, a.meter, a.level, a.cap, a.used) for a in summary.alerts[:20]],
         ),
     })
+
+
+def _shown(value: Decimal) -> Decimal:
+    """Display only: exact shares can carry dozens of digits; the stored values keep them all."""
+    return value.quantize(Decimal("1e-6")).normalize() if value else Decimal(0)

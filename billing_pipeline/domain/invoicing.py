@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
-from .money import round_money
+from .money import UNIT_PRICE_PLACES, round_money
 from .periods import Period
-from .pricing import ContractTerms, RatedCharge
+from .rating import ContractTerms, RatedCharge
 
 # Turkish KDV general rate. Global customers are invoiced through Stripe, which computes their
 # tax at finalisation, so their drafts carry none.
@@ -44,12 +44,21 @@ class InvoiceDraft:
     total: Decimal
 
 
+def _shown_price(unit_price: Decimal) -> Decimal:
+    """The unit price printed on a line: an effective price of a tiered or shared amount can have
+    many digits; 12 places are shown. The line's amount comes from the exact value, not from this."""
+    exponent = unit_price.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -UNIT_PRICE_PLACES:
+        return unit_price.quantize(Decimal(1).scaleb(-UNIT_PRICE_PLACES), rounding=ROUND_HALF_UP).normalize()
+    return unit_price
+
+
 def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Period) -> InvoiceDraft:
     lines = []
     for i, c in enumerate(charges, start=1):
         if c.currency != terms.currency:
             raise ValueError(f"charge {c.charge_id} is in {c.currency}, contract {terms.contract_id} bills in {terms.currency}")
-        lines.append(InvoiceLine(i, c.charge_id, c.description, c.quantity, c.unit_price,
+        lines.append(InvoiceLine(i, c.charge_id, c.description, c.quantity, _shown_price(c.unit_price),
                                  round_money(c.amount, terms.currency)))
     subtotal = sum((line.amount for line in lines), Decimal(0))
     subtotal = round_money(subtotal, terms.currency)  # a no-op on exact sums; fixes the exponent

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import BillingError
+from .catalog_files import CATALOG_DIR, describe, read_yaml
 
 # Event types and the filter each applies to requests_raw rows: (column, operator, value) or None.
 EVENT_TYPES: dict[str, tuple[str, str, int] | None] = {
@@ -116,44 +116,19 @@ class ComputeUnitWeights(BaseModel):
         return methods
 
 
-CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalog"
-
-
-def _read_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise MeterFileError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise MeterFileError(f"{path.name}: not valid YAML: {exc}") from None
-
-
-def _describe(error: dict, raw: object) -> str:
-    loc = list(error["loc"])
-    where = ""
-    if len(loc) >= 2 and loc[0] == "meters" and isinstance(loc[1], int):
-        item = raw.get("meters", [])[loc[1]] if isinstance(raw, dict) else None
-        slug = item.get("slug") if isinstance(item, dict) else None
-        where = f"meter {slug!r}" if slug else f"meter #{loc[1] + 1}"
-        loc = loc[2:]
-    field = ".".join(str(p) for p in loc)
-    message = error["msg"].removeprefix("Value error, ")
-    return ", ".join(p for p in (where, field) if p) + f": {message}" if (where or field) else message
-
-
 def load_meters(path: Path | None = None) -> list[Meter]:
     path = path or CATALOG_DIR / "meters.yaml"
-    raw = _read_yaml(path)
+    raw = read_yaml(path, MeterFileError)
     try:
         return _MeterFile.model_validate(raw).meters
     except ValidationError as exc:
-        raise MeterFileError(f"{path.name}: {_describe(exc.errors()[0], raw)}") from None
+        raise MeterFileError(f"{path.name}: {describe(exc.errors()[0], raw, 'meters', 'slug', 'meter')}") from None
 
 
 def load_compute_units(path: Path | None = None) -> ComputeUnitWeights:
     path = path or CATALOG_DIR / "compute_units.yaml"
-    raw = _read_yaml(path)
+    raw = read_yaml(path, MeterFileError)
     try:
         return ComputeUnitWeights.model_validate(raw)
     except ValidationError as exc:
-        raise MeterFileError(f"{path.name}: {_describe(exc.errors()[0], raw)}") from None
+        raise MeterFileError(f"{path.name}: {describe(exc.errors()[0], raw, 'meters', 'slug', 'meter')}") from None

@@ -16,7 +16,7 @@ per row) and must agree with it to the last digit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Annotated, Literal, Union
 
 import pyarrow as pa
@@ -106,7 +106,7 @@ class TierLine:
     tier: int  # 1-based; 1 for per-unit and package prices
     lower: int  # first unit of the tier (0-based count of units before it)
     upper: int | None  # tier's up_to
-    quantity: int  # units priced in this tier (packages for a package price)
+    quantity: int | Decimal  # units priced in this tier (packages for a package price)
     unit_price: Decimal
     flat_price: Decimal
     amount: Decimal  # quantity x unit_price + flat_price, exact
@@ -121,14 +121,16 @@ def _tier_bounds(tiers: tuple[Tier, ...]) -> list[tuple[int, int | None, Tier]]:
     return bounds
 
 
-def price_lines(model: PerUnit | Graduated | Volume | Package, quantity: int) -> list[TierLine]:
-    """The priced lines of one quantity: the reference implementation, one tier at a time."""
+def price_lines(model: PerUnit | Graduated | Volume | Package, quantity: int | Decimal) -> list[TierLine]:
+    """The priced lines of one quantity: the reference implementation, one tier at a time.
+
+    Quantities may be fractional (decimal GB); tier bounds are in the same unit."""
     if quantity < 0:
         raise ValueError(f"quantity {quantity} is negative")
     if isinstance(model, PerUnit):
         return [TierLine(1, 0, None, quantity, model.unit_price, Decimal(0), quantity * model.unit_price)]
     if isinstance(model, Package):
-        packages = -(-quantity // model.package_size)
+        packages = int((Decimal(quantity) / model.package_size).to_integral_value(rounding=ROUND_CEILING))
         return [TierLine(1, 0, None, packages, model.package_price, Decimal(0), packages * model.package_price)]
     lines = []
     for i, (lower, upper, tier) in enumerate(_tier_bounds(model.tiers), start=1):

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from ..domain.invoicing import InvoiceDraft, draft_invoice
 from ..domain.periods import Period
-from ..domain.pricing import RatedCharge
+from ..domain.rating import RatedCharge
 from ..errors import MissingDataError
 from ..stores.postgres import transaction
 from .rating import load_terms

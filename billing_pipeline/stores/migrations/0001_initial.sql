@@ -1,15 +1,17 @@
 -- Billing schema, first version. Money is numeric everywhere; every table says what it holds.
 
+-- Plan templates, synced from catalog/plans.yaml: `definition` is the validated plan document
+-- (price models, tiers, chain multipliers, included units, caps) that rating reads.
 CREATE TABLE plans (
     plan_id         text PRIMARY KEY,
     name            text NOT NULL,
     plan_type       text NOT NULL CHECK (plan_type IN ('METERED', 'FIXED', 'HYBRID')),
     currency        char(3) NOT NULL,
-    base_price      numeric(20, 4) NOT NULL DEFAULT 0 CHECK (base_price >= 0),      -- per billing cycle
-    rate_per_unit   numeric(30, 12) NOT NULL DEFAULT 0 CHECK (rate_per_unit >= 0),  -- per request
-    included_units  bigint NOT NULL DEFAULT 0 CHECK (included_units >= 0),
     billing_cycle   text NOT NULL DEFAULT 'MONTHLY' CHECK (billing_cycle IN ('MONTHLY', 'YEARLY')),
-    created_at      timestamptz NOT NULL DEFAULT now()
+    base_price      numeric(20, 4) NOT NULL DEFAULT 0 CHECK (base_price >= 0),  -- per billing cycle
+    definition      jsonb NOT NULL,
+    definition_sha256 char(64) NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
 -- Who is invoiced: legal name, tax identity and address, as e-invoicing needs them.
@@ -33,7 +35,7 @@ CREATE TABLE contracts (
     region              text NOT NULL CHECK (region IN ('GLOBAL', 'TR')),
     start_at            timestamptz NOT NULL,
     end_at              timestamptz,
-    price_fixed         numeric(20, 4) CHECK (price_fixed >= 0),  -- overrides the plan's base price
+    price_fixed         numeric(20, 4) CHECK (price_fixed >= 0),  -- overrides the plan's base fee
     billing_cycle       text NOT NULL DEFAULT 'MONTHLY' CHECK (billing_cycle IN ('MONTHLY', 'YEARLY')),
     timezone            text NOT NULL DEFAULT 'UTC',
     sla                 text,
@@ -42,8 +44,7 @@ CREATE TABLE contracts (
     signed_doc_sha256   char(64) CHECK (signed_doc_sha256 ~ '^[0-9a-f]{64}$'),
     auto_renew          boolean NOT NULL DEFAULT false,
     created_at          timestamptz NOT NULL DEFAULT now(),
-    CHECK (end_at IS NULL OR end_at > start_at),
-    CHECK (contract_type = 'METERED' OR price_fixed IS NOT NULL)
+    CHECK (end_at IS NULL OR end_at > start_at)
 );
 CREATE INDEX contracts_org_idx ON contracts (org_id);
 
@@ -89,11 +90,11 @@ CREATE TABLE rated_charges (
     chain           text,
     meter           text,
     description     text NOT NULL,
-    quantity        numeric(38, 6) NOT NULL,
-    unit_price      numeric(30, 12) NOT NULL,
-    amount          numeric(38, 12) NOT NULL,   -- quantity x unit_price, exact
+    quantity        numeric NOT NULL,            -- requests, GB (decimal) or units
+    unit_price      numeric NOT NULL,            -- effective price of one unit (amount / quantity)
+    amount          numeric NOT NULL,            -- exact and unrounded; the invoice line rounds it once
     currency        char(3) NOT NULL,
-    details         jsonb NOT NULL DEFAULT '{}',
+    details         jsonb NOT NULL DEFAULT '{}', -- how it was computed: tiers, shares, proration
     dagster_run_id  text,
     rated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (period_start, charge_id)
@@ -108,6 +109,17 @@ CREATE TABLE rating_runs (
     unrated_requests bigint NOT NULL,
     dagster_run_id  text,
     rated_at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Usage caps crossed in a month: alerts for the account team, never charges.
+CREATE TABLE usage_alerts (
+    period_start    date NOT NULL,
+    contract_id     text NOT NULL REFERENCES contracts (contract_id),
+    meter           text NOT NULL,
+    level           text NOT NULL CHECK (level IN ('SOFT', 'HARD')),
+    cap             bigint NOT NULL,
+    used            bigint NOT NULL,
+    PRIMARY KEY (period_start, contract_id, meter)
 );
 
 -- Usage that no contract covers: never dropped, kept here and counted until someone bills it.
@@ -165,8 +177,8 @@ CREATE TABLE invoice_lines (
     line_no         integer NOT NULL,
     charge_id       text NOT NULL,               -- the rated charge this line rounds
     description     text NOT NULL,
-    quantity        numeric(38, 6) NOT NULL,
-    unit_price      numeric(30, 12) NOT NULL,
+    quantity        numeric NOT NULL,
+    unit_price      numeric NOT NULL,
     amount          numeric(20, 4) NOT NULL,     -- rounded once to the currency's minor unit
     currency        char(3) NOT NULL,
     PRIMARY KEY (invoice_id, line_no)
