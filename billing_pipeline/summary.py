@@ -17,7 +17,8 @@ def _num(value: Decimal, currency: str | None = None) -> str:
 def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int = 12) -> str:
     with connect(db_url) as conn:
         invoices = conn.execute(
-            """SELECT i.invoice_id, cu.legal_name, c.contract_type, c.region, i.currency, i.subtotal, i.tax, i.total
+            """SELECT i.invoice_id, cu.legal_name, c.contract_type, c.region, i.currency, i.subtotal, i.tax,
+                      i.credits_applied, i.total
                FROM invoices i JOIN contracts c USING (contract_id) JOIN customers cu ON cu.org_id = i.org_id
                WHERE i.period_start = %s ORDER BY i.invoice_id""", (period.start,)).fetchall()
         lines = defaultdict(list)
@@ -37,7 +38,7 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
            f"({rollup[0]:,} raw rows, {rollup[1]:,} duplicates removed, {rollup[3]} days rolled up, "
            f"{unrated:,} requests without a contract)", ""]
     totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0)])
-    for invoice_id, customer, ctype, region, currency, subtotal, tax, total in invoices:
+    for invoice_id, customer, ctype, region, currency, subtotal, tax, credits, total in invoices:
         out.append(f"{invoice_id}  {customer}  [{ctype}, {region}]")
         shown = lines[invoice_id][:max_lines_per_invoice]
         for description, quantity, unit_price, amount in shown:
@@ -47,6 +48,8 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
         tax_label = "tax (KDV 20%)" if region == "TR" else "tax (computed by Stripe at issue)"
         out.append(f"    {'subtotal':<73} {_num(subtotal, currency):>14} {currency}")
         out.append(f"    {tax_label:<73} {_num(tax, currency):>14} {currency}")
+        if credits:
+            out.append(f"    {'prepaid credit applied':<73} {_num(-credits, currency):>14} {currency}")
         out.append(f"    {'TOTAL':<73} {_num(total, currency):>14} {currency}")
         out.append("")
         for i, v in enumerate((subtotal, tax, total)):

@@ -12,7 +12,8 @@ from billing_pipeline.domain.meters import load_meters
 from billing_pipeline.domain.periods import Period
 from billing_pipeline.domain.plans import MeteredCharge, Plan, load_plans
 from billing_pipeline.domain.price_models import Graduated, PerUnit, Tier, Volume
-from billing_pipeline.domain.rating import ContractTerms, rate_contract_month
+from billing_pipeline.domain.rating import rate_contract_month
+from billing_pipeline.domain.terms import ContractTerms
 
 D = Decimal
 CATALOG = load_plans(known_meters={m.slug for m in load_meters()})

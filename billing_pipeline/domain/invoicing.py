@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from .money import UNIT_PRICE_PLACES, round_money
 from .periods import Period
-from .rating import ContractTerms, RatedCharge
+from .terms import ContractTerms, RatedCharge
 
 # Turkish KDV general rate. Global customers are invoiced through Stripe, which computes their
 # tax at finalisation, so their drafts carry none.
@@ -41,7 +41,8 @@ class InvoiceDraft:
     subtotal: Decimal
     tax_rate: Decimal
     tax: Decimal
-    total: Decimal
+    credits_applied: Decimal  # prepaid credit consumed, after tax
+    total: Decimal  # subtotal + tax - credits_applied
 
 
 def _shown_price(unit_price: Decimal) -> Decimal:
@@ -53,7 +54,10 @@ def _shown_price(unit_price: Decimal) -> Decimal:
     return unit_price
 
 
-def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Period) -> InvoiceDraft:
+def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Period,
+                  credit_available: Decimal = Decimal(0)) -> InvoiceDraft:
+    """Lines rounded once; tax on the subtotal; then prepaid credit, like a payment, reduces what is
+    due (never below zero); what is left of the credit carries to the next month."""
     lines = []
     for i, c in enumerate(charges, start=1):
         if c.currency != terms.currency:
@@ -64,5 +68,6 @@ def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Peri
     subtotal = round_money(subtotal, terms.currency)  # a no-op on exact sums; fixes the exponent
     rate = tax_rate_for(terms.region)
     tax = round_money(subtotal * rate, terms.currency)
+    credits = min(round_money(credit_available, terms.currency), subtotal + tax)
     return InvoiceDraft(terms.contract_id, terms.org_id, period, terms.currency, tuple(lines),
-                        subtotal, rate, tax, subtotal + tax)
+                        subtotal, rate, tax, credits, subtotal + tax - credits)

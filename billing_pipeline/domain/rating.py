@@ -13,85 +13,16 @@ Rules (also in the README):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, localcontext
-from typing import Literal
 from zoneinfo import ZoneInfo
 
+from .adjustments import apply_discounts, true_up
 from .chains import chain_display_name
-from .money import minor_units
 from .periods import Period
-from .plans import MeteredCharge, Plan
+from .plans import MeteredCharge
 from .price_models import price_lines
-
-Kind = Literal["BASE_FEE", "USAGE", "OVERAGE", "USAGE_INFO"]
-
-
-@dataclass(frozen=True)
-class ContractTerms:
-    contract_id: str
-    org_id: str
-    region: str
-    currency: str
-    plan: Plan
-    start_at: datetime
-    end_at: datetime | None = None
-    timezone: str = "UTC"
-    price_fixed: Decimal | None = None  # overrides the plan's base fee
-
-    def __post_init__(self) -> None:
-        minor_units(self.currency)
-        if self.currency != self.plan.currency:
-            raise ValueError(f"contract {self.contract_id} bills in {self.currency} but its plan "
-                             f"{self.plan.plan_id} is priced in {self.plan.currency}")
-        ZoneInfo(self.timezone)  # an unknown zone fails here, naming itself
-
-    @property
-    def base_fee(self) -> Decimal:
-        return self.price_fixed if self.price_fixed is not None else self.plan.base_fee
-
-
-@dataclass(frozen=True)
-class RatedCharge:
-    charge_id: str  # stable across re-runs: contract, period, kind, meter and chain
-    contract_id: str
-    kind: Kind
-    chain: str | None
-    meter: str | None
-    description: str
-    quantity: Decimal
-    unit_price: Decimal  # the effective price of one unit (amount / quantity for tiered lines)
-    amount: Decimal  # exact, unrounded
-    currency: str
-    details: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class UsageAlert:
-    contract_id: str
-    meter: str
-    level: Literal["SOFT", "HARD"]
-    cap: int
-    used: int
-
-
-@dataclass(frozen=True)
-class ContractMonth:
-    charges: list[RatedCharge]
-    alerts: list[UsageAlert]
-
-
-Usage = dict[tuple[str, str], int]  # (meter, chain) -> the month's value of the meter
-
-
-def active_days(terms: ContractTerms, period: Period) -> list[date]:
-    """The days of the period (calendar days of the contract's timezone) the contract covers."""
-    zone = ZoneInfo(terms.timezone)
-    first = terms.start_at.astimezone(zone).date()
-    last = terms.end_at.astimezone(zone).date() if terms.end_at else None  # exclusive
-    return [d for d in period.days() if d >= first and (last is None or d < last)]
-
+from .terms import ContractMonth, ContractTerms, Kind, RatedCharge, TermsPart, Usage, UsageAlert, active_days
 
 def _fmt_quantity(quantity: Decimal, unit: str) -> str:
     if unit == "GB":
@@ -116,19 +47,46 @@ def _tiers(lines) -> list[dict]:
             for t in lines]
 
 
-def rate_contract_month(terms: ContractTerms, usage: Usage, period: Period) -> ContractMonth:
-    prefix = f"{terms.contract_id}:{period.label}"
-    plan = terms.plan
+def rate_contract_month(terms: ContractTerms, usage: Usage, period: Period,
+                        discounts: tuple = ()) -> ContractMonth:
+    """A month under one set of terms."""
+    return rate_month_parts([TermsPart(terms, active_days(terms, period), usage)], period, discounts)
+
+
+def rate_month_parts(parts: list[TermsPart], period: Period, discounts: tuple = ()) -> ContractMonth:
+    """A month made of parts, each rated by its own terms; then the commitment true-up and the
+    discounts apply to the month as a whole."""
+    charges: list[RatedCharge] = []
+    many = len(parts) > 1
+    for i, part in enumerate(parts, start=1):
+        if not part.days:
+            continue
+        prefix = f"{part.terms.contract_id}:{period.label}" + (f":p{i}" if many else "")
+        suffix = f" ({part.days[0]:%d %b}-{part.days[-1]:%d %b})" if many else ""
+        charges += _rate_part(part, period, prefix, suffix)
+    charges += true_up(parts, period, charges)
+    charges += apply_discounts(parts, period, charges, discounts)
+    last = parts[-1].terms
+    usage: Usage = {}
+    for part in parts:
+        for key, value in part.usage.items():
+            usage[key] = usage.get(key, 0) + value
+    return ContractMonth(charges, _alerts(last, usage))
+
+
+def _rate_part(part: TermsPart, period: Period, prefix: str, suffix: str) -> list[RatedCharge]:
+    terms, usage, plan = part.terms, part.usage, part.terms.plan
     charges: list[RatedCharge] = []
 
     def add(kind: Kind, chain, meter, description, quantity, unit_price, amount, details=None):
         key = ":".join(p for p in (prefix, kind, meter, chain) if p)
-        charges.append(RatedCharge(key, terms.contract_id, kind, chain, meter, description, Decimal(quantity),
-                                   unit_price, amount, terms.currency, details or {}))
+        # a prorated base fee already names its days
+        text = description if kind == "BASE_FEE" else description + suffix
+        charges.append(RatedCharge(key, terms.contract_id, kind, chain, meter, text,
+                                   Decimal(quantity), unit_price, amount, terms.currency, details or {}))
 
-    days = active_days(terms, period)
-    if plan.type in ("FIXED", "HYBRID") and days:
-        _base_fee(terms, period, days, add)
+    if plan.type in ("FIXED", "HYBRID"):
+        _base_fee(terms, period, part.days, add)
 
     for charge in plan.charges:
         per_chain = {chain: charge.quantity(v) for (meter, chain), v in sorted(usage.items()) if meter == charge.meter}
@@ -163,7 +121,7 @@ def rate_contract_month(terms: ContractTerms, usage: Usage, period: Period) -> C
                 q = Decimal(value)
                 add("USAGE_INFO", chain, meter, f"{chain_display_name(chain)} - {int(q):,} requests (included)", q,
                     Decimal(0), Decimal(0))
-    return ContractMonth(charges, _alerts(terms, usage))
+    return charges
 
 
 def _base_fee(terms: ContractTerms, period: Period, days: list[date], add) -> None:

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from ..domain.invoicing import InvoiceDraft, draft_invoice
 from ..domain.periods import Period
-from ..domain.rating import RatedCharge
-from ..errors import MissingDataError
+from ..domain.terms import ContractTerms, RatedCharge
+from ..errors import BillingError, MissingDataError
 from ..stores.postgres import transaction
 from .rating import load_terms
 
@@ -39,6 +39,27 @@ def _check_rating_is_current(conn, period: Period) -> None:
             f"re-materialize rated_charges {key} first")
 
 
+def credit_balances(conn, period: Period, terms: dict[str, ContractTerms]) -> dict[str, Decimal]:
+    """Prepaid credit left at the start of the period: granted before its end, minus what the
+    latest version of every earlier month's invoice consumed."""
+    granted = conn.execute(
+        """SELECT contract_id, currency, sum(amount) FROM credit_grants WHERE granted_on < %s GROUP BY 1, 2""",
+        (period.end,)).fetchall()
+    used = dict(conn.execute(
+        """SELECT contract_id, sum(credits_applied) FROM invoices i
+           WHERE period_start < %s AND status <> 'VOID'
+             AND version = (SELECT max(version) FROM invoices j WHERE j.contract_id = i.contract_id
+                            AND j.period_start = i.period_start AND j.status <> 'VOID')
+           GROUP BY 1""", (period.start,)).fetchall())
+    balances = {}
+    for contract_id, currency, amount in granted:
+        t = terms.get(contract_id)
+        if t is not None and currency.strip() != t.currency:
+            raise BillingError(f"contract {contract_id}: credit granted in {currency.strip()} but it bills in {t.currency}")
+        balances[contract_id] = Decimal(amount) - Decimal(used.get(contract_id) or 0)
+    return balances
+
+
 def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[DraftedInvoice]:
     """Replace the period's DRAFT invoices; issued ones are never touched (a new draft gets v+1)."""
     with transaction(db_url) as conn:
@@ -55,21 +76,23 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[
             (period.start,)).fetchall())
         doc_hashes = dict(conn.execute("SELECT contract_id, signed_doc_sha256 FROM contracts").fetchall())
 
+        credits = credit_balances(conn, period, terms)
         conn.execute("DELETE FROM invoices WHERE period_start = %s AND status = 'DRAFT'", (period.start,))
         drafted = []
         for contract_id in sorted(charges):
-            draft = draft_invoice(terms[contract_id], charges[contract_id], period)
+            draft = draft_invoice(terms[contract_id], charges[contract_id], period,
+                                  credits.get(contract_id, Decimal(0)))
             version = issued_versions.get(contract_id, 0) + 1
             drafted.append(DraftedInvoice(invoice_id(contract_id, period, version), version, draft))
 
         with conn.cursor() as cur:
             cur.executemany(
                 """INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
-                       currency, subtotal, tax_rate, tax, total, contract_doc_sha256, dagster_run_id)
-                   VALUES (%s, %s, %s, %s, %s, %s, 'DRAFT', %s, %s, %s, %s, %s, %s, %s)""",
+                       currency, subtotal, tax_rate, tax, credits_applied, total, contract_doc_sha256, dagster_run_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'DRAFT', %s, %s, %s, %s, %s, %s, %s, %s)""",
                 [(i.invoice_id, i.draft.contract_id, i.draft.org_id, period.start, period.end, i.version,
-                  i.draft.currency, i.draft.subtotal, i.draft.tax_rate, i.draft.tax, i.draft.total,
-                  doc_hashes.get(i.draft.contract_id), run_id) for i in drafted])
+                  i.draft.currency, i.draft.subtotal, i.draft.tax_rate, i.draft.tax, i.draft.credits_applied,
+                  i.draft.total, doc_hashes.get(i.draft.contract_id), run_id) for i in drafted])
             with cur.copy("COPY invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,"
                           " amount, currency) FROM STDIN") as copy:
                 for i in drafted:

@@ -11,7 +11,11 @@ import psycopg
 from psycopg import sql
 
 from ..domain.periods import Period, missing_days
-from ..domain.rating import ContractTerms, RatedCharge, UsageAlert, rate_contract_month
+from ..domain.adjustments import Discount
+from ..domain.amendments import Amendment, attach_usage, split_month
+from ..domain.plans import Plan
+from ..domain.rating import rate_contract_month, rate_month_parts
+from ..domain.terms import ContractMonth, ContractTerms, RatedCharge, UsageAlert
 from ..errors import BillingError, MissingDataError
 from ..stores.postgres import transaction
 from ..stores.meter_sql import MeterSet
@@ -25,7 +29,8 @@ _CONTRACT_DAYS = """
 """
 
 _ACTIVE_CONTRACTS = """
-    SELECT contract_id, org_id, contract_type, currency, region, plan_id, start_at, end_at, timezone, price_fixed
+    SELECT contract_id, org_id, contract_type, currency, region, plan_id, start_at, end_at, timezone, price_fixed,
+           minimum_commitment
     FROM contracts
     WHERE start_at < %(end)s AND (end_at IS NULL OR end_at > %(start)s)
     ORDER BY contract_id
@@ -52,12 +57,12 @@ class RatingSummary:
         return dict(sorted(totals.items()))
 
 
-def load_terms(conn: psycopg.Connection, period: Period) -> list[ContractTerms]:
+def load_terms(conn: psycopg.Connection, period: Period, plans: dict[str, Plan] | None = None) -> list[ContractTerms]:
     """Every contract active in the period with its validated plan; a bad contract is named."""
-    plans = plans_from_db(conn)
+    plans = plans if plans is not None else plans_from_db(conn)
     terms = []
-    for (contract_id, org_id, ctype, currency, region, plan_id, start_at, end_at, tz,
-         price_fixed) in conn.execute(_ACTIVE_CONTRACTS, {"start": period.start_utc, "end": period.end_utc}):
+    for (contract_id, org_id, ctype, currency, region, plan_id, start_at, end_at, tz, price_fixed,
+         commitment) in conn.execute(_ACTIVE_CONTRACTS, {"start": period.start_utc, "end": period.end_utc}):
         plan = plans.get(plan_id)
         if plan is None:
             raise BillingError(f"contract {contract_id} names unknown plan {plan_id!r}; known: {', '.join(sorted(plans))}")
@@ -65,7 +70,7 @@ def load_terms(conn: psycopg.Connection, period: Period) -> list[ContractTerms]:
             raise BillingError(f"contract {contract_id} is {ctype} but its plan {plan_id} is {plan.type}")
         try:
             terms.append(ContractTerms(contract_id, org_id, region, currency.strip(), plan, start_at, end_at, tz,
-                                       Decimal(price_fixed) if price_fixed is not None else None))
+                                       _decimal(price_fixed), _decimal(commitment)))
         except (ValueError, KeyError) as exc:
             raise BillingError(f"contract {contract_id}: {exc}") from None
     return terms
@@ -87,20 +92,73 @@ def _check_no_overlaps(conn: psycopg.Connection, period: Period) -> None:
         )
 
 
-def _usage(conn: psycopg.Connection, period: Period, meters: MeterSet) -> dict[str, dict[tuple[str, str], int]]:
-    """Each contract's month of every additive meter per chain, summed inside PostgreSQL."""
+def _decimal(value) -> Decimal | None:
+    return Decimal(value) if value is not None else None
+
+
+def _usage_query(meters: MeterSet, by_day: bool) -> sql.Composed:
+    sums = sql.SQL(", ").join(sql.SQL("sum(r.{})").format(sql.Identifier(m.column))
+                              for m in meters.meters if m.additive)
+    return sql.SQL("""SELECT c.contract_id, {day}, r.chain, {sums}
+                      FROM usage_rollups r JOIN contracts c ON c.org_id = r.org_id AND {days}
+                      WHERE r.day >= %(start)s AND r.day < %(end)s {only}
+                      GROUP BY 1, 2, 3""").format(
+        day=sql.SQL("r.day" if by_day else "NULL::date"), sums=sums, days=sql.SQL(_CONTRACT_DAYS),
+        only=sql.SQL("AND c.contract_id = ANY(%(only)s)" if by_day else ""))
+
+
+def _usage(conn: psycopg.Connection, period: Period, meters: MeterSet, by_day_for: list[str] | None = None):
+    """Every additive meter per contract and chain, summed inside PostgreSQL: over the month, or
+    per day for ``by_day_for`` (amended contracts). Returns {contract: {day or None: Usage}}."""
     additive = [m for m in meters.meters if m.additive]
-    add_meter_columns(conn, meters)
-    sums = sql.SQL(", ").join(sql.SQL("sum(r.{})").format(sql.Identifier(m.column)) for m in additive)
-    query = sql.SQL("""SELECT c.contract_id, r.chain, {sums}
-                       FROM usage_rollups r JOIN contracts c ON c.org_id = r.org_id AND {days}
-                       WHERE r.day >= %(start)s AND r.day < %(end)s
-                       GROUP BY 1, 2""").format(sums=sums, days=sql.SQL(_CONTRACT_DAYS))
-    usage: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
-    for contract_id, chain, *values in conn.execute(query, {"start": period.start, "end": period.end}):
+    usage: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
+    params = {"start": period.start, "end": period.end, "only": by_day_for}
+    for contract_id, day, chain, *values in conn.execute(_usage_query(meters, by_day_for is not None), params):
         for meter, value in zip(additive, values):
-            usage[contract_id][(meter.slug, chain)] = int(value)
+            usage[contract_id][day][(meter.slug, chain)] = int(value)
     return usage
+
+
+def _amendments(conn: psycopg.Connection, period: Period, plans: dict[str, Plan]) -> dict[str, list[Amendment]]:
+    found: dict[str, list[Amendment]] = defaultdict(list)
+    for contract_id, effective_from, plan_id, price_fixed, commitment, reason in conn.execute(
+            """SELECT contract_id, effective_from, plan_id, price_fixed, minimum_commitment, reason
+               FROM contract_amendments WHERE effective_from < %s ORDER BY contract_id, effective_from""",
+            (period.end_utc,)):
+        if plan_id not in plans:
+            raise BillingError(f"contract {contract_id}: amendment from {effective_from} names unknown plan {plan_id!r}")
+        found[contract_id].append(Amendment(effective_from, plans[plan_id], _decimal(price_fixed),
+                                            _decimal(commitment), reason))
+    return found
+
+
+def _discounts(conn: psycopg.Connection, period: Period) -> dict[str, tuple[Discount, ...]]:
+    found: dict[str, list[Discount]] = defaultdict(list)
+    for row in conn.execute(
+            """SELECT contract_id, discount_id, kind, value, applies_to, valid_from, valid_to, description
+               FROM contract_discounts WHERE valid_from < %s AND (valid_to IS NULL OR valid_to > %s)""",
+            (period.end, period.start)):
+        found[row[0]].append(Discount(row[1], row[2], Decimal(row[3]), row[4], row[5], row[6], row[7]))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _rate_all(conn: psycopg.Connection, period: Period, meters: MeterSet, terms: list[ContractTerms],
+              plans: dict[str, Plan]) -> list[ContractMonth]:
+    add_meter_columns(conn, meters)
+    amendments = _amendments(conn, period, plans)
+    discounts = _discounts(conn, period)
+    amended = sorted(t.contract_id for t in terms if t.contract_id in amendments)
+    monthly = _usage(conn, period, meters)
+    daily = _usage(conn, period, meters, by_day_for=amended) if amended else {}
+    months = []
+    for t in terms:
+        if t.contract_id in amendments:
+            parts = attach_usage(split_month(t, amendments[t.contract_id], period), daily.get(t.contract_id, {}))
+            months.append(rate_month_parts(parts, period, discounts.get(t.contract_id, ())))
+        else:
+            usage = monthly.get(t.contract_id, {}).get(None, {})
+            months.append(rate_contract_month(t, usage, period, discounts.get(t.contract_id, ())))
+    return months
 
 
 def _check_priced_meters(terms: list[ContractTerms], meters: MeterSet) -> None:
@@ -123,10 +181,10 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
                 f"missing partition(s): {', '.join(d.isoformat() for d in missing)}"
             )
         _check_no_overlaps(conn, period)
-        terms = load_terms(conn, period)
+        plans = plans_from_db(conn)
+        terms = load_terms(conn, period, plans)
         _check_priced_meters(terms, meters)
-        usage = _usage(conn, period, meters)
-        months = [rate_contract_month(t, usage.get(t.contract_id, {}), period) for t in terms]
+        months = _rate_all(conn, period, meters, terms, plans)
         charges = [c for m in months for c in m.charges]
         alerts = [a for m in months for a in m.alerts]
 

@@ -43,10 +43,48 @@ CREATE TABLE contracts (
     signed_doc_url      text,
     signed_doc_sha256   char(64) CHECK (signed_doc_sha256 ~ '^[0-9a-f]{64}$'),
     auto_renew          boolean NOT NULL DEFAULT false,
+    minimum_commitment  numeric(20, 4) CHECK (minimum_commitment > 0),  -- monthly spend floor; overrides the plan's
     created_at          timestamptz NOT NULL DEFAULT now(),
     CHECK (end_at IS NULL OR end_at > start_at)
 );
 CREATE INDEX contracts_org_idx ON contracts (org_id);
+
+-- A change of terms from a date (plan upgrade, price amendment): the days from effective_from
+-- on are rated by these terms, the days before by the previous ones.
+CREATE TABLE contract_amendments (
+    contract_id         text NOT NULL REFERENCES contracts (contract_id),
+    effective_from      timestamptz NOT NULL,
+    plan_id             text NOT NULL REFERENCES plans (plan_id),
+    price_fixed         numeric(20, 4) CHECK (price_fixed >= 0),
+    minimum_commitment  numeric(20, 4) CHECK (minimum_commitment > 0),
+    reason              text NOT NULL,
+    signed_doc_sha256   char(64) CHECK (signed_doc_sha256 ~ '^[0-9a-f]{64}$'),
+    PRIMARY KEY (contract_id, effective_from)
+);
+
+CREATE TABLE contract_discounts (
+    contract_id     text NOT NULL REFERENCES contracts (contract_id),
+    discount_id     text NOT NULL,
+    kind            text NOT NULL CHECK (kind IN ('PERCENT', 'FIXED')),
+    value           numeric(20, 6) NOT NULL CHECK (value > 0),   -- percent (10 = 10%) or amount per month
+    applies_to      text NOT NULL DEFAULT 'ALL' CHECK (applies_to IN ('ALL', 'USAGE', 'BASE_FEE')),
+    valid_from      date NOT NULL,
+    valid_to        date,                                        -- exclusive; null = open
+    description     text NOT NULL,
+    PRIMARY KEY (contract_id, discount_id),
+    CHECK (kind <> 'PERCENT' OR value <= 100),
+    CHECK (valid_to IS NULL OR valid_to > valid_from)
+);
+
+-- Prepaid credit bought by a customer; invoices consume it (after tax) until it is used up.
+CREATE TABLE credit_grants (
+    grant_id        text PRIMARY KEY,
+    contract_id     text NOT NULL REFERENCES contracts (contract_id),
+    amount          numeric(20, 4) NOT NULL CHECK (amount > 0),
+    currency        char(3) NOT NULL,
+    granted_on      date NOT NULL,
+    description     text NOT NULL
+);
 
 -- Daily usage per (day, project, chain), deduplicated on request_id inside ClickHouse.
 CREATE TABLE usage_rollups (
@@ -86,7 +124,7 @@ CREATE TABLE rated_charges (
     charge_id       text NOT NULL,
     contract_id     text NOT NULL REFERENCES contracts (contract_id),
     position        integer NOT NULL,            -- line order on the invoice
-    kind            text NOT NULL CHECK (kind IN ('BASE_FEE', 'USAGE', 'OVERAGE', 'USAGE_INFO')),
+    kind            text NOT NULL CHECK (kind IN ('BASE_FEE', 'USAGE', 'OVERAGE', 'USAGE_INFO', 'TRUE_UP', 'DISCOUNT')),
     chain           text,
     meter           text,
     description     text NOT NULL,
@@ -159,6 +197,7 @@ CREATE TABLE invoices (
     subtotal        numeric(20, 4) NOT NULL,
     tax_rate        numeric(6, 4) NOT NULL,
     tax             numeric(20, 4) NOT NULL,
+    credits_applied numeric(20, 4) NOT NULL DEFAULT 0 CHECK (credits_applied >= 0),  -- prepaid credit used
     total           numeric(20, 4) NOT NULL,
     fx_snapshot_ref text,                        -- the fx_rates row(s) used, null when none was needed
     contract_doc_sha256 char(64),                -- the signed contract this invoice rests on
@@ -168,7 +207,7 @@ CREATE TABLE invoices (
     issued_at       timestamptz,
     UNIQUE (contract_id, period_start, version),
     CHECK (period_end > period_start),
-    CHECK (total = subtotal + tax)
+    CHECK (total = subtotal + tax - credits_applied)
 );
 CREATE INDEX invoices_period_idx ON invoices (period_start, status);
 

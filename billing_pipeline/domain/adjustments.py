@@ -1,0 +1,89 @@
+"""Month-level adjustments after the usage and fees are rated: the minimum-commitment true-up,
+then discounts. Both are exact (unrounded) charges like any other; invoicing rounds each once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, localcontext
+from typing import Literal
+
+from .periods import Period
+from .terms import RatedCharge, TermsPart
+
+_SCOPES = {"ALL": {"BASE_FEE", "USAGE", "OVERAGE", "TRUE_UP"}, "USAGE": {"USAGE", "OVERAGE"},
+           "BASE_FEE": {"BASE_FEE"}}
+
+
+@dataclass(frozen=True)
+class Discount:
+    discount_id: str
+    kind: Literal["PERCENT", "FIXED"]
+    value: Decimal  # percent (10 = 10%) or an amount per full month
+    applies_to: Literal["ALL", "USAGE", "BASE_FEE"]
+    valid_from: date
+    valid_to: date | None  # exclusive
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.value <= 0 or (self.kind == "PERCENT" and self.value > 100):
+            raise ValueError(f"discount {self.discount_id}: value {self.value} out of range for {self.kind}")
+
+
+def _days(parts: list[TermsPart]) -> list[date]:
+    return [d for part in parts for d in part.days]
+
+
+def _charge(parts, period, kind, description, amount, details) -> RatedCharge:
+    terms = parts[-1].terms
+    key = f"{terms.contract_id}:{period.label}:{kind}" + (f":{details['discount_id']}" if kind == "DISCOUNT" else "")
+    return RatedCharge(key, terms.contract_id, kind, None, None, description, Decimal(1), amount, amount,
+                       terms.currency, details)
+
+
+def true_up(parts: list[TermsPart], period: Period, charges: list[RatedCharge]) -> list[RatedCharge]:
+    """If the month's spend is below the minimum commitment (prorated by active days), a line
+    brings it up to the commitment."""
+    commitment = parts[-1].terms.commitment
+    days = _days(parts)
+    if not commitment or not days:
+        return []
+    with localcontext() as ctx:
+        ctx.prec = 60
+        floor = commitment * len(days) / len(period.days())
+    spend = sum((c.amount for c in charges), Decimal(0))
+    if spend >= floor:
+        return []
+    currency = parts[-1].terms.currency
+    return [_charge(parts, period, "TRUE_UP",
+                    f"Minimum commitment true-up ({commitment:,} {currency} per month)", floor - spend,
+                    {"commitment": str(commitment), "prorated_commitment": str(floor), "spend": str(spend),
+                     "active_days": len(days)})]
+
+
+def apply_discounts(parts: list[TermsPart], period: Period, charges: list[RatedCharge],
+                    discounts: tuple[Discount, ...]) -> list[RatedCharge]:
+    """Discounts valid on some of the month's active days, prorated by those days, in id order.
+    Together they never take the month below zero."""
+    days = _days(parts)
+    left = sum((c.amount for c in charges), Decimal(0))
+    out = []
+    for d in sorted(discounts, key=lambda d: d.discount_id):
+        overlap = [x for x in days if x >= d.valid_from and (d.valid_to is None or x < d.valid_to)]
+        if not overlap or left <= 0:
+            continue
+        base = sum((c.amount for c in charges if c.kind in _SCOPES[d.applies_to]), Decimal(0))
+        with localcontext() as ctx:
+            ctx.prec = 60
+            if d.kind == "PERCENT":
+                amount = base * d.value / 100 * len(overlap) / len(days)
+            else:
+                amount = min(d.value * len(overlap) / len(period.days()), base)
+        amount = min(amount, left)
+        left -= amount
+        label = f"{d.value.normalize():f}%" if d.kind == "PERCENT" else f"{d.value:,} {parts[-1].terms.currency}"
+        partial = f", {len(overlap)}/{len(days)} days" if len(overlap) < len(days) else ""
+        out.append(_charge(parts, period, "DISCOUNT", f"{d.description} (-{label}{partial})", -amount,
+                           {"discount_id": d.discount_id, "kind": d.kind, "value": str(d.value),
+                            "applies_to": d.applies_to, "base": str(base), "days": len(overlap)}))
+    return out

@@ -1,0 +1,1 @@
+"""Usage-to-invoice billing pipeline for a multi-chain RPC provider."""

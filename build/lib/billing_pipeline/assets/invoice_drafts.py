@@ -1,0 +1,42 @@
+"""invoice_drafts: rated charges rounded per line into one draft invoice per contract and month."""
+
+from collections import defaultdict
+from decimal import Decimal
+
+import dagster as dg
+
+from ..domain.periods import Period
+from ..resources import BillingDatabase
+from ..steps.invoicing import draft_month
+from .partitions import monthly_partitions
+from .rated_charges import rated_charges
+from .reporting import failures_as_messages, markdown_table, money_text
+
+
+@dg.asset(
+    deps=[rated_charges],
+    partitions_def=monthly_partitions,
+    automation_condition=dg.AutomationCondition.eager(),
+    group_name="billing",
+    kinds={"postgres"},
+)
+def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
+    """DRAFT invoices (subtotal, tax, total, lines rounded once to the minor unit). Re-running
+    replaces drafts only; an issued invoice is never touched and a new draft takes the next version."""
+    period = Period.parse_month(context.partition_key)
+    with failures_as_messages():
+        drafted = draft_month(billing_db.get_url(), period, run_id=context.run.run_id)
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for i in drafted:
+        totals[i.draft.currency] += i.draft.total
+    largest = sorted(drafted, key=lambda i: i.draft.total, reverse=True)[:10]
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(drafted),
+        "invoice_lines": sum(len(i.draft.lines) for i in drafted),
+        "total": money_text(dict(totals)),
+        "largest_invoices": markdown_table(
+            ["invoice", "org", "lines", "subtotal", "tax", "total", "currency"],
+            [(i.invoice_id, i.draft.org_id, len(i.draft.lines), i.draft.subtotal, i.draft.tax, i.draft.total,
+              i.draft.currency) for i in largest],
+        ),
+    })

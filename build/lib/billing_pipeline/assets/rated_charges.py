@@ -1,0 +1,58 @@
+"""rated_charges: one month of usage priced per contract, unrounded, with its pricing inputs."""
+
+from decimal import Decimal
+
+import dagster as dg
+
+from ..domain.periods import Period
+from ..resources import BillingDatabase
+from ..steps.rating import rate_month
+from .partitions import monthly_partitions
+from .reporting import failures_as_messages, markdown_table, money_text
+from .usage_rollups import usage_rollups
+
+contracts = dg.AssetSpec(
+    "contracts",
+    description="Plans, customers and contracts (METERED / FIXED / HYBRID) in PostgreSQL, maintained by the business.",
+    group_name="billing",
+    kinds={"postgres"},
+)
+
+
+@dg.asset(
+    deps=[usage_rollups, contracts],
+    partitions_def=monthly_partitions,
+    # contracts are maintained outside the pipeline and never "materialized": they must not hold
+    # the month back as a missing dependency.
+    automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(contracts.key)),
+    group_name="billing",
+    kinds={"postgres"},
+)
+def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
+    """Each active contract's month priced by its plan. Refuses to run while any day of the month
+    is missing from usage_rollups; usage no contract covers is kept in unrated_usage and counted."""
+    period = Period.parse_month(context.partition_key)
+    with failures_as_messages():
+        summary = rate_month(billing_db.get_url(), period, run_id=context.run.run_id)
+    preview = sorted(summary.charges, key=lambda c: c.amount, reverse=True)[:10]
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(summary.charges),
+        "contracts": summary.contracts,
+        "amount_unrounded": money_text({k: _shown(v) for k, v in summary.totals_by_currency().items()}),
+        "unrated_requests": summary.unrated_requests,
+        "unrated_orgs": ", ".join(summary.unrated_orgs) or "none",
+        "usage_alerts": len(summary.alerts),
+        "largest_charges": markdown_table(
+            ["contract", "description", "quantity", "unit price", "amount"],
+            [(c.contract_id, c.description, c.quantity, _shown(c.unit_price), _shown(c.amount)) for c in preview],
+        ),
+        "usage_cap_alerts": markdown_table(
+            ["contract", "meter", "level", "cap", "used"],
+            [(a.contract_id, a.meter, a.level, a.cap, a.used) for a in summary.alerts[:20]],
+        ),
+    })
+
+
+def _shown(value: Decimal) -> Decimal:
+    """Display only: exact shares can carry dozens of digits; the stored values keep them all."""
+    return value.quantize(Decimal("1e-6")).normalize() if value else Decimal(0)

@@ -1,0 +1,241 @@
+"""`billing`: the product's command line.
+
+    billing demo      generate a month of demo usage, seed contracts, close the month, print invoices
+    billing close     close a month from the usage already in ClickHouse
+    billing invoices  print a month's invoice drafts
+    billing ui        start the Dagster webserver and daemon on the same state, print the URL
+    billing migrate   apply database migrations
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+from . import settings
+from .domain.periods import Period
+from .errors import BillingError
+
+
+def _last_complete_month() -> str:
+    first_of_this_month = datetime.now(timezone.utc).date().replace(day=1)
+    return (first_of_this_month - timedelta(days=1)).strftime("%Y-%m")
+
+
+def _this_command() -> str:
+    """How to call `billing` again: the venv's script, relative to here when it is below here."""
+    script = os.path.join(os.path.dirname(sys.executable), "billing")
+    if not os.path.exists(script):
+        return "billing"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else script
+
+
+def _step(label: str):
+    start = time.perf_counter()
+    print(f"-> {label} ...", flush=True)
+    return lambda: print(f"   done in {time.perf_counter() - start:.1f}s", flush=True)
+
+
+def _database() -> str:
+    from .stores.postgres import billing_database_url, migrate, redact
+
+    url = billing_database_url()
+    migrate(url)
+    where = "embedded PostgreSQL" if not settings.env(settings.DATABASE_URL_ENV) else "BILLING_DATABASE_URL"
+    print(f"   billing database: {redact(url)} ({where})")
+    return url
+
+
+def _usage_store():
+    from .stores.clickhouse import ensure_schema, open_usage_store
+
+    store = open_usage_store(settings.env(settings.CLICKHOUSE_URL_ENV), settings.env(settings.CLICKHOUSE_USER_ENV),
+                             settings.env(settings.CLICKHOUSE_PASSWORD_ENV))
+    ensure_schema(store)
+    print(f"   usage store: {store.engine}" + ("" if settings.env(settings.CLICKHOUSE_URL_ENV)
+                                              else f" at {settings.chdb_path()}"))
+    return store
+
+
+def _close(db_url: str, period: Period) -> None:
+    from .close import close_month
+    from .instance import get_instance
+
+    done = _step(f"closing {period.label} in Dagster (usage_rollups: all {len(period.days())} days in one run; "
+                 "then rated_charges and invoice_drafts)")
+    with get_instance(db_url) as instance:
+        result = close_month(instance, period)
+    print(f"   runs {result.rollup_run_id} and {result.billing_run_id}")
+    done()
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo.seed import seed_demo_contracts
+    from .demo.synthetic import UsageSpec, chain_names, generate_usage
+    from .stores.postgres import transaction
+    from .summary import format_month_summary
+
+    from .close import check_closable
+
+    period = Period.parse_month(args.month)
+    check_closable(period)
+    print(f"Billing pipeline demo: month {period.label}, state in {settings.state_dir()}")
+    done = _step("starting stores")
+    db_url = _database()
+    store = _usage_store()
+    done()
+    done = _step(f"generating {args.events:,} requests for {args.orgs} orgs / {args.projects} projects / "
+                 f"{args.chains} chains over {len(period.days())} days (seed {args.seed})")
+    spec = UsageSpec(start=period.start, days=len(period.days()), events=args.events, orgs=args.orgs,
+                     projects=args.projects, chains=chain_names(args.chains), seed=args.seed)
+    rows = generate_usage(store, spec)
+    print(f"   {rows:,} rows in requests_raw (duplicates included)")
+    done()
+    done = _step("seeding plans, customers and contracts")
+    with transaction(db_url) as conn:
+        n = seed_demo_contracts(conn, args.orgs, period)
+    print(f"   {n} contracts")
+    done()
+    _close(db_url, period)
+    print()
+    print(format_month_summary(db_url, period))
+    print()
+    prefix = "" if os.environ.get(settings.STATE_DIR_ENV) is None else f"{settings.STATE_DIR_ENV}={settings.state_dir()} "
+    print("See the same data in the Dagster UI (asset graph, runs, metadata):")
+    print(f"    {prefix}{_this_command()} ui        # then open http://127.0.0.1:3000")
+
+
+def cmd_close(args: argparse.Namespace) -> None:
+    from .summary import format_month_summary
+
+    period = Period.parse_month(args.month)
+    db_url = _database()
+    _usage_store()
+    _close(db_url, period)
+    print(format_month_summary(db_url, period))
+
+
+def cmd_invoices(args: argparse.Namespace) -> None:
+    from .summary import format_month_summary
+
+    print(format_month_summary(_database(), Period.parse_month(args.month)))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from .stores.postgres import migrate
+
+    applied = migrate(_database())
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+
+
+def _workspace_file() -> str:
+    path = settings.state_dir() / "dagster" / "workspace.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("load_from:\n  - python_module:\n      module_name: billing_pipeline.definitions\n"
+                    "      location_name: billing_pipeline\n")
+    return str(path)
+
+
+def _wait_for_http(url: str, timeout: float, process: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    from .instance import prepare_instance
+
+    db_url = _database()
+    home = prepare_instance(db_url)
+    # Children get the resolved URL, so they reuse this process's embedded server, never start one.
+    os.environ[settings.DATABASE_URL_ENV] = db_url
+    os.environ[settings.STATE_DIR_ENV] = str(settings.state_dir())
+    workspace = _workspace_file()
+    bin_dir = os.path.dirname(sys.executable)
+    daemon = subprocess.Popen([os.path.join(bin_dir, "dagster-daemon"), "run", "-w", workspace])
+    web = subprocess.Popen([os.path.join(bin_dir, "dagster-webserver"), "-w", workspace,
+                            "-h", args.host, "-p", str(args.port)])
+    url = f"http://{args.host}:{args.port}"
+    try:
+        if not _wait_for_http(f"{url}/server_info", 120, web):
+            raise BillingError(f"the Dagster webserver did not come up on {url}; see its output above")
+        print(f"\nDagster UI: {url}   (DAGSTER_HOME={home}; daemon running; Ctrl-C stops both)\n", flush=True)
+        while web.poll() is None and daemon.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in (web, daemon):
+            if p.poll() is None:
+                p.terminate()
+        for p in (web, daemon):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="billing", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="generate demo usage and close one month on embedded defaults")
+    demo.add_argument("--month", default=_last_complete_month(), help="YYYY-MM (default: last complete month)")
+    demo.add_argument("--events", type=int, default=2_000_000, help="distinct requests to generate")
+    demo.add_argument("--orgs", type=int, default=40)
+    demo.add_argument("--projects", type=int, default=120)
+    demo.add_argument("--chains", type=int, default=8)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(func=cmd_demo)
+    close = sub.add_parser("close", help="close a month from the usage already in ClickHouse")
+    close.add_argument("--month", default=_last_complete_month())
+    close.set_defaults(func=cmd_close)
+    inv = sub.add_parser("invoices", help="print a month's invoice drafts")
+    inv.add_argument("--month", default=_last_complete_month())
+    inv.set_defaults(func=cmd_invoices)
+    ui = sub.add_parser("ui", help="start the Dagster webserver and daemon on the product's state")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def _quiet_warnings() -> None:
+    # Library notices (Dagster beta flags, platformdirs' runtime dir) are not for the operator.
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_warnings()
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BillingError as exc:
+        print(f"billing: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad --month and similar argument errors
+        print(f"billing: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

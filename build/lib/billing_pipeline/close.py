@@ -1,0 +1,83 @@
+"""Close a billing month through Dagster: one run for all of the month's days, one for the month.
+
+Runs go through the product's Dagster instance, so they, their asset materializations and their
+metadata show in the UI exactly as if launched there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from .assets.invoice_drafts import invoice_drafts
+from .assets.partitions import monthly_partitions
+from .assets.rated_charges import rated_charges
+from .assets.usage_rollups import usage_rollups
+from .definitions import defs
+from .domain.periods import Period
+from .errors import BillingError
+
+
+class RunFailedError(BillingError):
+    pass
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    rollup_run_id: str
+    billing_run_id: str
+
+
+def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
+    if result.success:
+        return
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            message = error.message.strip() if error else "unknown error"
+            # dg.Failure carries our one-line description; keep its text, not the class prefix.
+            message = message.split(": ", 1)[1] if message.startswith("dagster._core.definitions.events.Failure") else message
+            raise RunFailedError(f"{what} failed in step {event.step_key} (run {result.run_id}): {message}")
+    raise RunFailedError(f"{what} failed (run {result.run_id})")
+
+
+# The CLI prints its own progress and failures (one line each); Dagster's step log and stack traces
+# stay in the run's event log, where the UI shows them.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def check_closable(period: Period) -> None:
+    """Only complete months from the partitions' start date exist as monthly partitions."""
+    keys = monthly_partitions.get_partition_keys()
+    if period.start.isoformat() not in keys:
+        span = f"{keys[0][:7]} .. {keys[-1][:7]}" if keys else "none yet"
+        raise BillingError(f"month {period.label} is not a closable billing month (monthly partitions: {span}; "
+                           "a month can be closed once it has ended)")
+
+
+def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dict | None = None,
+                definitions: dg.Definitions | None = None) -> CloseResult:
+    check_closable(period)
+    job = (definitions or defs).resolve_implicit_global_asset_job_def()
+    days = period.days()
+    rollup_run_config = dict(_QUIET, ops={"usage_rollups": {"config": rollup_config}}) if rollup_config else _QUIET
+    rollups = job.execute_in_process(
+        instance=instance,
+        asset_selection=[usage_rollups.key],
+        tags={ASSET_PARTITION_RANGE_START_TAG: days[0].isoformat(),
+              ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat()},
+        run_config=rollup_run_config,
+        raise_on_error=False,
+    )
+    _raise_if_failed(rollups, f"usage_rollups {days[0]}..{days[-1]}")
+    billing = job.execute_in_process(
+        instance=instance,
+        asset_selection=[rated_charges.key, invoice_drafts.key],
+        partition_key=period.start.isoformat(),
+        run_config=_QUIET,
+        raise_on_error=False,
+    )
+    _raise_if_failed(billing, f"rated_charges/invoice_drafts {period.start}")
+    return CloseResult(rollups.run_id, billing.run_id)

@@ -1,0 +1,1 @@
+"""Sensors: what starts runs without a person. Sinks (Stripe, Parasut) join here later."""

@@ -1,0 +1,40 @@
+"""Where the product keeps its state and how it finds its stores.
+
+Every setting is an environment variable, so the same code runs on a laptop (embedded defaults),
+in CI and in production (real servers):
+
+- BILLING_STATE_DIR          state directory (default ./.billing): embedded PostgreSQL data,
+                             chdb data, dagster.yaml and Dagster's local artefacts.
+- BILLING_DATABASE_URL       PostgreSQL for billing data; unset -> embedded PostgreSQL.
+- BILLING_DAGSTER_DATABASE_URL  PostgreSQL for Dagster's run/event storage; unset -> a database
+                             named <billing db>_dagster on the same server.
+- BILLING_CLICKHOUSE_URL     ClickHouse server (http[s]://host:port[/database]); unset -> chdb.
+- BILLING_CLICKHOUSE_USER, BILLING_CLICKHOUSE_PASSWORD  credentials for that server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_DIR_ENV = "BILLING_STATE_DIR"
+DATABASE_URL_ENV = "BILLING_DATABASE_URL"
+DAGSTER_DATABASE_URL_ENV = "BILLING_DAGSTER_DATABASE_URL"
+CLICKHOUSE_URL_ENV = "BILLING_CLICKHOUSE_URL"
+CLICKHOUSE_USER_ENV = "BILLING_CLICKHOUSE_USER"
+CLICKHOUSE_PASSWORD_ENV = "BILLING_CLICKHOUSE_PASSWORD"
+
+
+def state_dir() -> Path:
+    path = Path(os.environ.get(STATE_DIR_ENV) or ".billing").expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def chdb_path() -> Path:
+    return state_dir() / "chdb"
+
+
+def env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None

@@ -1,0 +1,79 @@
+"""invoice_drafts: rated charges grouped per contract into rounded, taxed invoice drafts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ..domain.invoicing import InvoiceDraft, draft_invoice
+from ..domain.periods import Period
+from ..domain.rating import RatedCharge
+from ..errors import MissingDataError
+from ..stores.postgres import transaction
+from .rating import load_terms
+
+
+@dataclass(frozen=True)
+class DraftedInvoice:
+    invoice_id: str
+    version: int
+    draft: InvoiceDraft
+
+
+def invoice_id(contract_id: str, period: Period, version: int) -> str:
+    return f"{contract_id}:{period.label}:v{version}"
+
+
+def _check_rating_is_current(conn, period: Period) -> None:
+    key = period.start.isoformat()
+    rated_at = conn.execute("SELECT rated_at FROM rating_runs WHERE period_start = %s", (period.start,)).fetchone()
+    if rated_at is None:
+        raise MissingDataError(f"invoice_drafts {key}: rated_charges partition {key} has not been materialized")
+    newer = conn.execute(
+        "SELECT min(day) FROM usage_rollup_days WHERE day >= %s AND day < %s AND rolled_up_at > %s",
+        (period.start, period.end, rated_at[0])).fetchone()[0]
+    if newer is not None:
+        raise MissingDataError(
+            f"invoice_drafts {key}: usage_rollups partition {newer.isoformat()} was re-run after rated_charges {key}; "
+            f"re-materialize rated_charges {key} first")
+
+
+def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[DraftedInvoice]:
+    """Replace the period's DRAFT invoices; issued ones are never touched (a new draft gets v+1)."""
+    with transaction(db_url) as conn:
+        _check_rating_is_current(conn, period)
+        terms = {t.contract_id: t for t in load_terms(conn, period)}
+        charges: dict[str, list[RatedCharge]] = defaultdict(list)
+        for row in conn.execute(
+            """SELECT charge_id, contract_id, kind, chain, meter, description, quantity, unit_price, amount, currency
+               FROM rated_charges WHERE period_start = %s ORDER BY contract_id, position""", (period.start,)):
+            charges[row[1]].append(RatedCharge(row[0], row[1], row[2], row[3], row[4], row[5], Decimal(row[6]),
+                                               Decimal(row[7]), Decimal(row[8]), row[9].strip()))
+        issued_versions = dict(conn.execute(
+            "SELECT contract_id, max(version) FROM invoices WHERE period_start = %s AND status <> 'DRAFT' GROUP BY 1",
+            (period.start,)).fetchall())
+        doc_hashes = dict(conn.execute("SELECT contract_id, signed_doc_sha256 FROM contracts").fetchall())
+
+        conn.execute("DELETE FROM invoices WHERE period_start = %s AND status = 'DRAFT'", (period.start,))
+        drafted = []
+        for contract_id in sorted(charges):
+            draft = draft_invoice(terms[contract_id], charges[contract_id], period)
+            version = issued_versions.get(contract_id, 0) + 1
+            drafted.append(DraftedInvoice(invoice_id(contract_id, period, version), version, draft))
+
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
+                       currency, subtotal, tax_rate, tax, total, contract_doc_sha256, dagster_run_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'DRAFT', %s, %s, %s, %s, %s, %s, %s)""",
+                [(i.invoice_id, i.draft.contract_id, i.draft.org_id, period.start, period.end, i.version,
+                  i.draft.currency, i.draft.subtotal, i.draft.tax_rate, i.draft.tax, i.draft.total,
+                  doc_hashes.get(i.draft.contract_id), run_id) for i in drafted])
+            with cur.copy("COPY invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,"
+                          " amount, currency) FROM STDIN") as copy:
+                for i in drafted:
+                    for line in i.draft.lines:
+                        copy.write_row((i.invoice_id, line.line_no, line.charge_id, line.description, line.quantity,
+                                        line.unit_price, line.amount, i.draft.currency))
+    return drafted

@@ -1,0 +1,235 @@
+"""usage_rollups: ClickHouse requests_raw -> PostgreSQL usage_rollups, one UTC day per partition."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from psycopg import sql
+
+from ..errors import MissingDataError
+from ..stores.clickhouse import UsageStore, sql_sha256, sql_text
+from ..stores.meter_sql import MeterSet
+from ..stores.postgres import transaction
+from .copy import copy_arrow
+
+ROLLUP_SCHEMA = pa.schema([
+    ("day", pa.date32()),
+    ("org_id", pa.string()),
+    ("project_id", pa.string()),
+    ("chain", pa.string()),
+    ("requests", pa.int64()),
+    ("successful_requests", pa.int64()),
+    ("error_requests", pa.int64()),
+    ("bytes_out", pa.int64()),
+])
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    day: date
+    raw_rows: int
+    duplicate_rows: int
+    quarantined_rows: int
+    requests: int
+    bytes_out: int
+
+
+@dataclass(frozen=True)
+class RollupSummary:
+    start: date
+    end: date
+    rows: int
+    days: list[DayTotals]
+    preview: pa.Table
+    source_engine: str
+    source_query_sha256: str
+    seconds: dict[str, float]  # clickhouse / postgres wall time
+
+    @property
+    def requests(self) -> int:
+        return sum(d.requests for d in self.days)
+
+    @property
+    def raw_rows(self) -> int:
+        return sum(d.raw_rows for d in self.days)
+
+    @property
+    def duplicate_rows(self) -> int:
+        return sum(d.duplicate_rows for d in self.days)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(d.quarantined_rows for d in self.days)
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(d.bytes_out for d in self.days)
+
+
+KEYS = ["day", "org_id", "project_id", "chain"]
+COUNTERS = ["requests", "successful_requests", "error_requests", "bytes_out"]
+
+
+def rollup_schema(meters: MeterSet) -> pa.Schema:
+    return pa.schema(list(ROLLUP_SCHEMA) + [(c, pa.int64()) for c in meters.columns])
+
+
+class RollupConsistencyError(RuntimeError):
+    pass
+
+
+def subtract_duplicates(deliveries: pa.Table, duplicates: pa.Table, meters: MeterSet) -> pa.Table:
+    """Billable rollups = every delivery minus the repeated ones, per key, in the deliveries' order.
+
+    Vectorised in Arrow: a hash join against the few duplicated keys, then the original order is
+    restored by an integer sort (ClickHouse already returns the deliveries sorted by key, which is
+    the order PostgreSQL's primary key appends fastest). Additive meters are corrected like the
+    counters; MAX, UNIQUE_COUNT and LATEST meters keep their value over all deliveries. Keys left
+    with no request are dropped: all their deliveries were copies of requests counted elsewhere.
+    """
+    schema = rollup_schema(meters)
+    counters = COUNTERS + meters.additive_columns
+    deliveries = deliveries.select(schema.names).cast(schema)
+    duplicates = duplicates.select(KEYS + counters).cast(pa.schema([schema.field(n) for n in KEYS + counters]))
+    if not duplicates.num_rows:
+        return deliveries
+    numbered = deliveries.append_column("_row", pa.array(range(deliveries.num_rows), pa.int64()))
+    dup = duplicates.rename_columns(KEYS + [f"dup_{c}" for c in counters])
+    joined = numbered.join(dup, keys=KEYS, join_type="left outer")
+    joined = joined.take(pc.sort_indices(joined.column("_row")))
+    columns = [pc.subtract(joined.column(c), pc.fill_null(joined.column(f"dup_{c}"), 0)) if c in counters
+               else joined.column(c) for c in schema.names]
+    result = pa.Table.from_arrays(columns, schema=schema)
+    result = result.filter(pc.greater(result.column("requests"), 0))
+    expected = pc.sum(deliveries.column("requests")).as_py() - pc.sum(duplicates.column("requests")).as_py()
+    if joined.num_rows != deliveries.num_rows or pc.sum(result.column("requests")).as_py() != expected:
+        raise RollupConsistencyError(
+            "duplicate copies do not match the delivered keys; did requests_raw change during the rollup? re-run it")
+    return result
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+def _check_no_missing_days(expected: list[date], present: set[date]) -> None:
+    missing = [d for d in expected if d not in present]
+    if missing:
+        shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise MissingDataError(
+            f"requests_raw has no rows for {len(missing)} day(s): {shown} (usage_rollups partition(s) "
+            f"{missing[0].isoformat()}{'' if len(missing) == 1 else ' ...'}); was ingestion down? Reload those days, "
+            "or run with allow_empty_days: true if the days really had no traffic"
+        )
+
+
+def _day_totals(expected: list[date], source: list[dict], rollups: pa.Table) -> list[DayTotals]:
+    """Per day: what ClickHouse holds, and how much of it the rollups bill (the rest are copies)."""
+    raw = {row["day"]: row for row in source}
+    billed = {row["day"]: row for row in
+              rollups.group_by("day").aggregate([("requests", "sum"), ("bytes_out", "sum")]).to_pylist()}
+    totals = []
+    for d in expected:
+        r = raw.get(d, {"raw_rows": 0, "quarantined_rows": 0})
+        b = billed.get(d, {"requests_sum": 0, "bytes_out_sum": 0})
+        totals.append(DayTotals(day=d, raw_rows=r["raw_rows"], quarantined_rows=r["quarantined_rows"],
+                                duplicate_rows=r["raw_rows"] - r["quarantined_rows"] - b["requests_sum"],
+                                requests=b["requests_sum"], bytes_out=b["bytes_out_sum"]))
+    return totals
+
+
+def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime, *,
+                  dedup_lookback_hours: int = 24, allow_empty_days: bool = False,
+                  run_id: str | None = None, meters: MeterSet | None = None) -> RollupSummary:
+    """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically.
+
+    Every declared meter is computed in the same queries (catalog/meters.yaml by default)."""
+    t0 = time.perf_counter()
+    meters = meters or MeterSet.load()
+    params = {"window_start": start, "window_end": end, "dedup_lookback_hours": dedup_lookback_hours,
+              **meters.parameters()}
+    expected = _days(start.date(), end.date())
+    source = store.query_arrow(sql_text("usage_source_totals"), params).to_pylist()
+    if not allow_empty_days:
+        _check_no_missing_days(expected, {row["day"] for row in source})
+
+    deliveries_sql = meters.deliveries_sql(sql_text("usage_rollups"))
+    duplicates_sql = meters.duplicates_sql(sql_text("usage_duplicates"))
+    rollups = subtract_duplicates(store.query_arrow(deliveries_sql, params),
+                                  store.query_arrow(duplicates_sql, params), meters)
+    day_totals = _day_totals(expected, source, rollups)
+    query_sha = sql_sha256(deliveries_sql + duplicates_sql)
+    t1 = time.perf_counter()
+
+    with transaction(db_url) as conn:
+        add_meter_columns(conn, meters)
+        partitions = clear_rollups(conn, start.date(), end.date())
+        conn.execute("DELETE FROM usage_rollup_days WHERE day >= %s AND day < %s", (start.date(), end.date()))
+        copy_arrow(conn, "usage_rollups", rollups)
+        for partition in partitions:
+            # Fresh statistics, so rating plans a hash join over a month of rows, not a spilling sort.
+            conn.execute(sql.SQL("ANALYZE {}").format(partition))
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO usage_rollup_days (day, raw_rows, duplicate_rows, quarantined_rows, requests,
+                       bytes_out, source_engine, source_query_sha256, dagster_run_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                [(t.day, t.raw_rows, t.duplicate_rows, t.quarantined_rows, t.requests, t.bytes_out,
+                  store.engine, query_sha, run_id) for t in day_totals],
+            )
+    t2 = time.perf_counter()
+
+    top = rollups.group_by(["org_id", "chain"]).aggregate([("requests", "sum"), ("bytes_out", "sum")])
+    top = top.sort_by([("requests_sum", "descending")]).slice(0, 10)
+    return RollupSummary(start.date(), end.date(), rollups.num_rows, day_totals, top, store.engine, query_sha,
+                         {"clickhouse": t1 - t0, "postgres": t2 - t1})
+
+
+def _months(start: date, end: date) -> list[tuple[date, date]]:
+    months, first = [], start.replace(day=1)
+    while first < end:
+        following = (first + timedelta(days=32)).replace(day=1)
+        months.append((first, following))
+        first = following
+    return months
+
+
+def clear_rollups(conn, start: date, end: date) -> list[sql.Identifier]:
+    """Empty usage_rollups for [start, end), creating the monthly partitions it needs.
+
+    A month covered whole is truncated (transactional in PostgreSQL, and it leaves no dead rows
+    behind); part of a month is deleted. Returns the partitions touched.
+    """
+    partitions = []
+    for first, following in _months(start, end):
+        partition = sql.Identifier(f"usage_rollups_{first:%Y_%m}")
+        partitions.append(partition)
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_rollups FOR VALUES FROM ({}) TO ({})")
+                     .format(partition, sql.Literal(first), sql.Literal(following)))
+        if start <= first and following <= end:
+            conn.execute(sql.SQL("TRUNCATE {}").format(partition))
+        else:
+            conn.execute("DELETE FROM usage_rollups WHERE day >= %s AND day < %s",
+                         (max(start, first), min(end, following)))
+    return partitions
+
+
+def add_meter_columns(conn, meters: MeterSet) -> None:
+    """One bigint column per declared meter. A meter removed from the catalog keeps its column, so
+    past months stay as they were rolled up."""
+    for column in meters.columns:
+        conn.execute(sql.SQL("ALTER TABLE usage_rollups ADD COLUMN IF NOT EXISTS {} bigint NOT NULL DEFAULT 0")
+                     .format(sql.Identifier(column)))
+
+
+def rolled_up_days(conn, start: date, end: date) -> set[date]:
+    rows = conn.execute("SELECT day FROM usage_rollup_days WHERE day >= %s AND day < %s", (start, end))
+    return {r[0] for r in rows}
+
+
+__all__ = ["roll_up_usage", "RollupSummary", "DayTotals", "rolled_up_days"]

@@ -1,0 +1,196 @@
+"""The usage store: ClickHouse, reached as a server (clickhouse-connect) or embedded (chdb).
+
+Both backends take the same SQL text with ClickHouse's own bound parameters (``{name:Type}``) and
+return Arrow tables. Values are always sent as parameters, never formatted into the SQL, so a
+value containing SQL is only ever data.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import settings
+from ..errors import ConfigError, StoreUnavailableError
+from .urls import redact
+
+log = logging.getLogger(__name__)
+
+
+def sql_text(name: str) -> str:
+    """A named SQL file shipped with the package (billing_pipeline/stores/sql/<name>.sql)."""
+    return resources.files(__package__).joinpath("sql", f"{name}.sql").read_text()
+
+
+def sql_sha256(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+def format_parameter(value: Any) -> str:
+    """The text form ClickHouse parses for a bound parameter, identical for both backends."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_array_element(v) for v in value) + "]"
+    return str(value)
+
+
+def _array_element(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return format_parameter(value)
+
+
+class UsageStore(Protocol):
+    engine: str
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table: ...
+
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None: ...
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# chdb allows one open session per process; keep it and reuse it for the same path.
+_chdb_sessions: dict[str, Any] = {}
+
+
+@atexit.register
+def _close_chdb_sessions() -> None:
+    # Closing before interpreter teardown spares chdb's noisy shutdown path.
+    while _chdb_sessions:
+        _chdb_sessions.popitem()[1].close()
+
+
+@dataclass
+class ChdbStore:
+    """ClickHouse's engine in-process, data persisted at ``path``."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        from chdb import session as chdb_session
+
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        key = str(Path(self.path).resolve())
+        if key not in _chdb_sessions:
+            for other in list(_chdb_sessions):
+                _chdb_sessions.pop(other).close()
+            _chdb_sessions[key] = chdb_session.Session(key)
+        self._session = _chdb_sessions[key]
+        version = self._session.query("SELECT version()", "CSV").bytes().decode().strip().strip('"')
+        self.engine = f"chdb {version}"
+
+    def _run(self, sql: str, fmt: str, parameters: Mapping[str, Any] | None):
+        params = {k: format_parameter(v) for k, v in (parameters or {}).items()}
+        return self._session.query(sql, fmt, params=params) if params else self._session.query(sql, fmt)
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
+        return self._run(sql, "ArrowTable", parameters)
+
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
+        self._run(sql, "CSV", parameters)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / "batch.parquet"
+            pq.write_table(data, file)
+            columns = ", ".join(f"`{c}`" for c in data.column_names)
+            self._run(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM file({{path:String}}, Parquet)",
+                      "CSV", {"path": str(file)})
+
+    def close(self) -> None:
+        """chdb sessions live for the process; closing one would break other users in it."""
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@dataclass
+class ClickHouseServerStore:
+    """A ClickHouse server over HTTP(S) through clickhouse-connect."""
+
+    url: str
+    user: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+        if urlsplit(self.url).scheme not in ("http", "https", "clickhouse", "clickhouses"):
+            raise ConfigError(f"{settings.CLICKHOUSE_URL_ENV}={redact(self.url)!r} is not a ClickHouse URL; "
+                              "expected http(s)://host:8123[/database]")
+        kwargs = {}
+        if self.user:
+            kwargs["username"] = self.user
+        if self.password:
+            kwargs["password"] = self.password
+        driver_log = logging.getLogger("clickhouse_connect")
+        level = driver_log.level
+        driver_log.setLevel(logging.CRITICAL)  # its own "unexpected exception" line would duplicate ours
+        try:
+            self._client = clickhouse_connect.get_client(dsn=self.url, connect_timeout=10, **kwargs)
+        except ClickHouseError as exc:
+            raise StoreUnavailableError(
+                f"cannot reach ClickHouse at {settings.CLICKHOUSE_URL_ENV}={redact(self.url)!r}: {_reason(exc)}"
+            ) from None
+        except ValueError as exc:
+            raise ConfigError(f"{settings.CLICKHOUSE_URL_ENV}={redact(self.url)!r} is not a ClickHouse URL: {exc}") from None
+        finally:
+            driver_log.setLevel(level)
+        self.engine = f"clickhouse {self._client.server_version}"
+
+    @staticmethod
+    def _params(parameters):
+        # clickhouse-connect escapes strings and formats arrays for server-side binding itself;
+        # only timestamps are pre-formatted, to keep their milliseconds.
+        return {k: format_parameter(v) if isinstance(v, (datetime, date)) else v
+                for k, v in (parameters or {}).items()}
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
+        return self._client.query_arrow(sql, parameters=self._params(parameters), use_strings=True)
+
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
+        self._client.command(sql, parameters=self._params(parameters))
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        self._client.insert_arrow(table, data)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_usage_store(url: str | None = None, user: str | None = None, password: str | None = None,
+                     chdb_path: str | None = None) -> UsageStore:
+    """A server store when a URL is given, else chdb at ``chdb_path`` (default: the state dir)."""
+    if url:
+        return ClickHouseServerStore(url, user, password)
+    return ChdbStore(chdb_path or str(settings.chdb_path()))
+
+
+def ensure_schema(store: UsageStore) -> None:
+    store.command(sql_text("requests_raw"))

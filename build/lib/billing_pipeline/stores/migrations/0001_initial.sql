@@ -1,0 +1,217 @@
+-- Billing schema, first version. Money is numeric everywhere; every table says what it holds.
+
+-- Plan templates, synced from catalog/plans.yaml: `definition` is the validated plan document
+-- (price models, tiers, chain multipliers, included units, caps) that rating reads.
+CREATE TABLE plans (
+    plan_id         text PRIMARY KEY,
+    name            text NOT NULL,
+    plan_type       text NOT NULL CHECK (plan_type IN ('METERED', 'FIXED', 'HYBRID')),
+    currency        char(3) NOT NULL,
+    billing_cycle   text NOT NULL DEFAULT 'MONTHLY' CHECK (billing_cycle IN ('MONTHLY', 'YEARLY')),
+    base_price      numeric(20, 4) NOT NULL DEFAULT 0 CHECK (base_price >= 0),  -- per billing cycle
+    definition      jsonb NOT NULL,
+    definition_sha256 char(64) NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Who is invoiced: legal name, tax identity and address, as e-invoicing needs them.
+CREATE TABLE customers (
+    org_id          text PRIMARY KEY,
+    legal_name      text NOT NULL,
+    country         char(2) NOT NULL,
+    tax_id          text,          -- VKN (10 digits) or TCKN (11 digits) for Turkish customers
+    tax_office      text,
+    email           text,
+    address         text,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE contracts (
+    contract_id         text PRIMARY KEY,
+    org_id              text NOT NULL REFERENCES customers (org_id),
+    plan_id             text NOT NULL REFERENCES plans (plan_id),
+    contract_type       text NOT NULL CHECK (contract_type IN ('METERED', 'FIXED', 'HYBRID')),
+    currency            char(3) NOT NULL,
+    region              text NOT NULL CHECK (region IN ('GLOBAL', 'TR')),
+    start_at            timestamptz NOT NULL,
+    end_at              timestamptz,
+    price_fixed         numeric(20, 4) CHECK (price_fixed >= 0),  -- overrides the plan's base fee
+    billing_cycle       text NOT NULL DEFAULT 'MONTHLY' CHECK (billing_cycle IN ('MONTHLY', 'YEARLY')),
+    timezone            text NOT NULL DEFAULT 'UTC',
+    sla                 text,
+    custom_terms        jsonb NOT NULL DEFAULT '{}',
+    signed_doc_url      text,
+    signed_doc_sha256   char(64) CHECK (signed_doc_sha256 ~ '^[0-9a-f]{64}$'),
+    auto_renew          boolean NOT NULL DEFAULT false,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK (end_at IS NULL OR end_at > start_at)
+);
+CREATE INDEX contracts_org_idx ON contracts (org_id);
+
+-- Daily usage per (day, project, chain), deduplicated on request_id inside ClickHouse.
+CREATE TABLE usage_rollups (
+    day                 date NOT NULL,
+    org_id              text COLLATE "C" NOT NULL,   -- ids compare bytewise: fast, locale-proof
+    project_id          text COLLATE "C" NOT NULL,
+    chain               text COLLATE "C" NOT NULL,
+    requests            bigint NOT NULL CHECK (requests > 0),
+    successful_requests bigint NOT NULL CHECK (successful_requests >= 0),
+    error_requests      bigint NOT NULL CHECK (error_requests >= 0),
+    bytes_out           bigint NOT NULL CHECK (bytes_out >= 0),
+    -- Key order matches the order rows are written in, so COPY appends to the index.
+    PRIMARY KEY (day, org_id, project_id, chain),
+    CHECK (successful_requests + error_requests = requests)
+) PARTITION BY RANGE (day);
+-- One partition per month, created by the rollup step when a month is first rolled up. Re-running
+-- a whole month truncates its partition instead of deleting millions of rows one by one.
+
+-- One row per rolled-up day: proves the day was read (a day with no row was never rolled up) and
+-- keeps the ClickHouse source totals the rollups must reconcile to.
+CREATE TABLE usage_rollup_days (
+    day                 date PRIMARY KEY,
+    raw_rows            bigint NOT NULL,   -- rows in requests_raw for the day, duplicates included
+    duplicate_rows      bigint NOT NULL,   -- copies of a request_id already seen, not counted
+    quarantined_rows    bigint NOT NULL,   -- rows without org or project, not billable, counted here
+    requests            bigint NOT NULL,
+    bytes_out           bigint NOT NULL,
+    source_engine       text NOT NULL,     -- 'chdb <version>' or 'clickhouse <version>'
+    source_query_sha256 char(64) NOT NULL, -- SHA-256 of the exact SQL text that produced the rows
+    dagster_run_id      text,
+    rolled_up_at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Priced usage per contract and month, unrounded; invoice lines round these once.
+CREATE TABLE rated_charges (
+    period_start    date NOT NULL,
+    charge_id       text NOT NULL,
+    contract_id     text NOT NULL REFERENCES contracts (contract_id),
+    position        integer NOT NULL,            -- line order on the invoice
+    kind            text NOT NULL CHECK (kind IN ('BASE_FEE', 'USAGE', 'OVERAGE', 'USAGE_INFO')),
+    chain           text,
+    meter           text,
+    description     text NOT NULL,
+    quantity        numeric NOT NULL,            -- requests, GB (decimal) or units
+    unit_price      numeric NOT NULL,            -- effective price of one unit (amount / quantity)
+    amount          numeric NOT NULL,            -- exact and unrounded; the invoice line rounds it once
+    currency        char(3) NOT NULL,
+    details         jsonb NOT NULL DEFAULT '{}', -- how it was computed: tiers, shares, proration
+    dagster_run_id  text,
+    rated_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (period_start, charge_id)
+);
+CREATE INDEX rated_charges_contract_idx ON rated_charges (contract_id, period_start);
+
+-- One row per rated month: lets invoicing refuse to draft from charges older than their usage.
+CREATE TABLE rating_runs (
+    period_start    date PRIMARY KEY,
+    contracts       integer NOT NULL,
+    charges         integer NOT NULL,
+    unrated_requests bigint NOT NULL,
+    dagster_run_id  text,
+    rated_at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Usage caps crossed in a month: alerts for the account team, never charges.
+CREATE TABLE usage_alerts (
+    period_start    date NOT NULL,
+    contract_id     text NOT NULL REFERENCES contracts (contract_id),
+    meter           text NOT NULL,
+    level           text NOT NULL CHECK (level IN ('SOFT', 'HARD')),
+    cap             bigint NOT NULL,
+    used            bigint NOT NULL,
+    PRIMARY KEY (period_start, contract_id, meter)
+);
+
+-- Usage that no contract covers: never dropped, kept here and counted until someone bills it.
+CREATE TABLE unrated_usage (
+    period_start    date NOT NULL,
+    org_id          text NOT NULL,
+    chain           text NOT NULL,
+    requests        bigint NOT NULL,
+    bytes_out       bigint NOT NULL,
+    reason          text NOT NULL,
+    PRIMARY KEY (period_start, org_id, chain)
+);
+
+-- FX rates as published (TCMB, ECB); an invoice points at the snapshot it used.
+CREATE TABLE fx_rates (
+    rate_date       date NOT NULL,
+    source          text NOT NULL CHECK (source IN ('TCMB', 'ECB')),
+    base_currency   char(3) NOT NULL,
+    quote_currency  char(3) NOT NULL,
+    kind            text NOT NULL,               -- ForexBuying, ForexSelling, reference
+    unit            integer NOT NULL DEFAULT 1,  -- TCMB quotes JPY per 100
+    rate            numeric(20, 10) NOT NULL CHECK (rate > 0),
+    bulletin_sha256 char(64),
+    fetched_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (rate_date, source, base_currency, quote_currency, kind)
+);
+
+CREATE TABLE invoices (
+    invoice_id      text PRIMARY KEY,            -- '<contract>:<YYYY-MM>:v<version>'
+    contract_id     text NOT NULL REFERENCES contracts (contract_id),
+    org_id          text NOT NULL,
+    period_start    date NOT NULL,
+    period_end      date NOT NULL,
+    version         integer NOT NULL CHECK (version >= 1),
+    status          text NOT NULL CHECK (status IN ('DRAFT', 'ISSUED', 'PAID', 'VOID', 'SUPERSEDED')),
+    currency        char(3) NOT NULL,
+    subtotal        numeric(20, 4) NOT NULL,
+    tax_rate        numeric(6, 4) NOT NULL,
+    tax             numeric(20, 4) NOT NULL,
+    total           numeric(20, 4) NOT NULL,
+    fx_snapshot_ref text,                        -- the fx_rates row(s) used, null when none was needed
+    contract_doc_sha256 char(64),                -- the signed contract this invoice rests on
+    pdf_url         text,
+    dagster_run_id  text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    issued_at       timestamptz,
+    UNIQUE (contract_id, period_start, version),
+    CHECK (period_end > period_start),
+    CHECK (total = subtotal + tax)
+);
+CREATE INDEX invoices_period_idx ON invoices (period_start, status);
+
+CREATE TABLE invoice_lines (
+    invoice_id      text NOT NULL REFERENCES invoices (invoice_id) ON DELETE CASCADE,
+    line_no         integer NOT NULL,
+    charge_id       text NOT NULL,               -- the rated charge this line rounds
+    description     text NOT NULL,
+    quantity        numeric NOT NULL,
+    unit_price      numeric NOT NULL,
+    amount          numeric(20, 4) NOT NULL,     -- rounded once to the currency's minor unit
+    currency        char(3) NOT NULL,
+    PRIMARY KEY (invoice_id, line_no)
+);
+
+-- Append-only audit ledger. Hash chaining, double entry and the triggers that forbid changes
+-- arrive with the proof milestone; the table and its columns are fixed now.
+CREATE TABLE ledger (
+    entry_id        bigserial PRIMARY KEY,
+    tx_id           uuid NOT NULL,
+    entity_type     text NOT NULL,
+    entity_id       text NOT NULL,
+    event           text NOT NULL,
+    account         text NOT NULL,
+    amount          numeric(20, 4) NOT NULL,
+    currency        char(3) NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    prev_hash       char(64),
+    hash            char(64) NOT NULL
+);
+
+-- What must be sent to Stripe or Parasut, written in the same transaction as the invoice it
+-- sends, so a crash can never lose or duplicate a send.
+CREATE TABLE sink_outbox (
+    outbox_id       bigserial PRIMARY KEY,
+    sink            text NOT NULL CHECK (sink IN ('STRIPE', 'PARASUT')),
+    invoice_id      text NOT NULL REFERENCES invoices (invoice_id),
+    idempotency_key text NOT NULL UNIQUE,
+    payload         jsonb NOT NULL,
+    status          text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'SENT', 'FAILED')),
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    external_id     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz
+);

