@@ -4,7 +4,7 @@ Edge cases in it: half-up cent rounding on each line (0.105 -> 0.11, 0.045 -> 0.
 (0.16) differs from rounding the unrounded sum (0.15); duplicates with the same and with a later
 timestamp; a copy re-sent across midnight into the month (billed in September, not October); the
 last millisecond of the month (billed) and the first of the next (not); a row with no org
-(quarantined); an org with usage but no contract (kept as unrated usage).
+and one on an unknown chain (quarantined); an org with usage but no contract (kept as unrated usage).
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def october_events() -> pa.Table:
              for i in range(5)]
     # org_x: no contract
     rows += [_row(ts(2026, 10, 7, 7, i), f"x{i}", "org_x", "prj_x", "eth-mainnet") for i in range(4)]
-    # a row without org: quarantined
+    # a row without org and one on a chain the catalog does not know: quarantined
     rows.append(_row(ts(2026, 10, 8, 8), "q1", "", "prj_q", "eth-mainnet"))
+    rows.append(_row(ts(2026, 10, 9, 8), "q2", "org_a", "prj_a1", "dogecoin-mainnet"))
 
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("timestamp", pa.timestamp("ms", tz="UTC")), ("request_id", pa.string()), ("org_id", pa.string()),

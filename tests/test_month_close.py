@@ -64,7 +64,10 @@ def test_month_close_exact_amounts(october, billing_defs, instance):
     with psycopg.connect(october) as conn:
         days = conn.execute("""SELECT count(*), sum(raw_rows), sum(duplicate_rows), sum(quarantined_rows),
                                       sum(requests) FROM usage_rollup_days""").fetchone()
-        assert days == (31, 64, 3, 1, 60)
+        assert days == (31, 65, 3, 2, 60)
+        assert conn.execute("SELECT day, reason, org_id, chain, raw_rows FROM quarantined_usage ORDER BY day").fetchall() == [
+            (date(2026, 10, 8), "missing org_id", "", "eth-mainnet", 1),
+            (date(2026, 10, 9), "unknown chain", "org_a", "dogecoin-mainnet", 1)]
         assert conn.execute("SELECT org_id, chain, requests FROM unrated_usage").fetchall() == [
             ("org_x", "eth-mainnet", 4)]
         # b5 was first delivered in September: its October copy is a duplicate, not an October request.
@@ -150,3 +153,18 @@ def test_rating_refuses_a_month_with_days_not_rolled_up(october, billing_defs, i
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert ("rated_charges 2026-10-01 needs every day of 2026-10 in usage_rollups; missing partition(s): "
             "2026-10-30, 2026-10-31") in failure.step_failure_data.error.message
+
+
+def test_quarantine_and_unrated_usage_turn_checks_red(october, billing_defs, instance):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+
+    def check(asset, name):
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(asset), name)])[dg.AssetCheckKey(dg.AssetKey(asset), name)]
+        evaluation = record.event.dagster_event.event_specific_data
+        return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
+
+    assert check("usage_rollups", "no_quarantined_rows")[0] is False
+    assert check("usage_rollups", "no_quarantined_rows")[1]["quarantined_rows"] == 2
+    assert check("rated_charges", "all_usage_rated") == (False, {"unrated_requests": 4, "orgs": "org_x"})
+    assert check("rated_charges", "usage_within_caps") == (True, {"alerts": 0, "hard": 0})

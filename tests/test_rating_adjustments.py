@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
-
 import pytest
 
 from billing_pipeline.domain.adjustments import Discount

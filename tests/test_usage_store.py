@@ -18,11 +18,11 @@ def test_sql_in_a_parameter_is_data(usage_store):
     usage_store.insert_arrow("requests_raw", october_events())
     sql = "SELECT count() AS n FROM requests_raw WHERE org_id = {org:String}"
     assert usage_store.query_arrow(sql, {"org": HOSTILE}).column("n")[0].as_py() == 0
-    assert usage_store.query_arrow(sql, {"org": "org_a"}).column("n")[0].as_py() == 17
+    assert usage_store.query_arrow(sql, {"org": "org_a"}).column("n")[0].as_py() == 18
     # still there, and a value with quotes round-trips unchanged
     echo = usage_store.query_arrow("SELECT {v:String} AS v", {"v": HOSTILE}).column("v")[0].as_py()
     assert echo == HOSTILE
-    assert usage_store.query_arrow("SELECT count() AS n FROM requests_raw").column("n")[0].as_py() == 68
+    assert usage_store.query_arrow("SELECT count() AS n FROM requests_raw").column("n")[0].as_py() == 69
 
 
 def test_sql_in_a_value_is_data_in_postgres(db_url):

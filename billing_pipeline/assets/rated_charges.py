@@ -27,6 +27,12 @@ contracts = dg.AssetSpec(
     automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(contracts.key)),
     group_name="billing",
     kinds={"postgres"},
+    check_specs=[
+        dg.AssetCheckSpec("all_usage_rated", asset="rated_charges",
+                          description="Every request of the month is covered by a contract."),
+        dg.AssetCheckSpec("usage_within_caps", asset="rated_charges",
+                          description="No contract crossed a usage cap (alerts only, nothing is charged)."),
+    ],
 )
 def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
     """Each active contract's month priced by its plan. Refuses to run while any day of the month
@@ -35,7 +41,17 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
     with failures_as_messages():
         summary = rate_month(billing_db.get_url(), period, run_id=context.run.run_id)
     preview = sorted(summary.charges, key=lambda c: c.amount, reverse=True)[:10]
-    return dg.MaterializeResult(metadata={
+    checks = [
+        dg.AssetCheckResult(check_name="all_usage_rated", passed=summary.unrated_requests == 0,
+                            severity=dg.AssetCheckSeverity.ERROR,
+                            metadata={"unrated_requests": summary.unrated_requests,
+                                      "orgs": ", ".join(summary.unrated_orgs[:20]) or "none"}),
+        dg.AssetCheckResult(check_name="usage_within_caps", passed=not summary.alerts,
+                            severity=dg.AssetCheckSeverity.WARN,
+                            metadata={"alerts": len(summary.alerts),
+                                      "hard": sum(a.level == "HARD" for a in summary.alerts)}),
+    ]
+    return dg.MaterializeResult(check_results=checks, metadata={
         "dagster/row_count": len(summary.charges),
         "contracts": summary.contracts,
         "amount_unrounded": money_text({k: _shown(v) for k, v in summary.totals_by_currency().items()}),

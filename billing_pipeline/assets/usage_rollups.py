@@ -36,6 +36,8 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
     automation_condition=dg.AutomationCondition.on_cron("0 2 * * *"),
     group_name="usage",
     kinds={"clickhouse", "postgres"},
+    check_specs=[dg.AssetCheckSpec("no_quarantined_rows", asset="usage_rollups",
+                                   description="Every raw row has an org, a project and a known chain.")],
 )
 def usage_rollups(
     context: dg.AssetExecutionContext, config: RollupConfig, clickhouse: ClickHouseResource, billing_db: BillingDatabase
@@ -49,7 +51,12 @@ def usage_rollups(
             dedup_lookback_hours=config.dedup_lookback_hours, allow_empty_days=config.allow_empty_days,
             run_id=context.run.run_id,
         )
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
+        check_name="no_quarantined_rows", passed=summary.quarantined_rows == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"quarantined_rows": summary.quarantined_rows,
+                  "see": "quarantined_usage (day, reason, org, project, chain)"},
+    )], metadata={
         "dagster/row_count": summary.rows,
         "days": len(summary.days),
         "requests": summary.requests,

@@ -5,12 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
+from ..domain.chains import known_chains
 from ..stores.clickhouse import UsageStore, ensure_schema, sql_text
-
-DEFAULT_CHAINS = (
-    "eth-mainnet", "bsc-mainnet", "polygon-mainnet", "arbitrum-one", "base-mainnet",
-    "optimism-mainnet", "avalanche-c", "solana-mainnet", "eth-sepolia", "tron-mainnet",
-)
 
 _BATCH_EVENTS = 20_000_000  # bounds ClickHouse's insert memory on a small machine
 
@@ -22,23 +18,25 @@ class UsageSpec:
     events: int  # distinct requests; delivered rows are events * (1 + dup_per_mille / 1000) on average
     orgs: int = 40
     projects: int = 120
-    chains: tuple[str, ...] = field(default=DEFAULT_CHAINS[:8])
+    chains: tuple[str, ...] = field(default_factory=lambda: chain_names(8))
     seed: int = 42
     dup_per_mille: int = 5
 
     def __post_init__(self) -> None:
         if self.projects < self.orgs:
             raise ValueError(f"projects ({self.projects}) must be >= orgs ({self.orgs}): every org owns a project")
-        if not 1 <= len(self.chains) <= len(DEFAULT_CHAINS) * 10:
+        if not self.chains:
             raise ValueError("chains must name at least one chain")
         if self.days < 1 or self.events < 0:
             raise ValueError("days must be >= 1 and events >= 0")
 
 
 def chain_names(count: int) -> tuple[str, ...]:
-    """``count`` chain ids: the real ones first, then numbered test chains."""
-    extra = tuple(f"chain-{i:02d}" for i in range(max(0, count - len(DEFAULT_CHAINS))))
-    return (DEFAULT_CHAINS + extra)[:count]
+    """The first ``count`` chains of the catalog (the popular ones first)."""
+    chains = tuple(known_chains())
+    if not 1 <= count <= len(chains):
+        raise ValueError(f"chains: between 1 and {len(chains)} (catalog/chains.yaml), got {count}")
+    return chains[:count]
 
 
 def org_ids(orgs: int) -> list[str]:

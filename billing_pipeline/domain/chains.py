@@ -1,20 +1,39 @@
-"""Chain identifiers as the gateway logs them, and their names on an invoice."""
+"""Chain identifiers as the gateway logs them, and their names on an invoice (catalog/chains.yaml)."""
 
 from __future__ import annotations
 
-CHAIN_NAMES: dict[str, str] = {
-    "eth-mainnet": "ETH Mainnet",
-    "bsc-mainnet": "BSC Mainnet",
-    "polygon-mainnet": "Polygon PoS",
-    "arbitrum-one": "Arbitrum One",
-    "base-mainnet": "Base Mainnet",
-    "optimism-mainnet": "OP Mainnet",
-    "avalanche-c": "Avalanche C-Chain",
-    "solana-mainnet": "Solana Mainnet",
-    "eth-sepolia": "ETH Sepolia",
-    "tron-mainnet": "TRON Mainnet",
-}
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BillingError
+from .catalog_files import CATALOG_DIR, read_yaml
+
+
+class ChainFileError(BillingError):
+    pass
+
+
+class _ChainFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chains: dict[str, str] = Field(min_length=1)
+
+
+def load_chains(path: Path | None = None) -> dict[str, str]:
+    """Chain id -> display name, in the file's order."""
+    path = path or CATALOG_DIR / "chains.yaml"
+    raw = read_yaml(path, ChainFileError)
+    try:
+        return _ChainFile.model_validate(raw).chains
+    except ValidationError as exc:
+        raise ChainFileError(f"{path.name}: {exc.errors()[0]['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def known_chains() -> dict[str, str]:
+    return load_chains()
 
 
 def chain_display_name(chain: str) -> str:
-    return CHAIN_NAMES.get(chain, chain)
+    return known_chains().get(chain, chain)

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from psycopg import sql
 
+from ..domain.chains import known_chains
 from ..errors import MissingDataError
 from ..stores.clickhouse import UsageStore, sql_sha256, sql_text
 from ..stores.meter_sql import MeterSet
@@ -72,6 +73,7 @@ class RollupSummary:
 
 
 KEYS = ["day", "org_id", "project_id", "chain"]
+QUARANTINE_COLUMNS = ["day", "reason", "org_id", "project_id", "chain", "raw_rows"]
 COUNTERS = ["requests", "successful_requests", "error_requests", "bytes_out"]
 
 
@@ -152,7 +154,7 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
     t0 = time.perf_counter()
     meters = meters or MeterSet.load()
     params = {"window_start": start, "window_end": end, "dedup_lookback_hours": dedup_lookback_hours,
-              **meters.parameters()}
+              "known_chains": list(known_chains()), **meters.parameters()}
     expected = _days(start.date(), end.date())
     source = store.query_arrow(sql_text("usage_source_totals"), params).to_pylist()
     if not allow_empty_days:
@@ -163,6 +165,7 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
     rollups = subtract_duplicates(store.query_arrow(deliveries_sql, params),
                                   store.query_arrow(duplicates_sql, params), meters)
     day_totals = _day_totals(expected, source, rollups)
+    quarantined = store.query_arrow(sql_text("usage_quarantine"), params).select(QUARANTINE_COLUMNS)
     query_sha = sql_sha256(deliveries_sql + duplicates_sql)
     t1 = time.perf_counter()
 
@@ -170,6 +173,8 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
         add_meter_columns(conn, meters)
         partitions = clear_rollups(conn, start.date(), end.date())
         conn.execute("DELETE FROM usage_rollup_days WHERE day >= %s AND day < %s", (start.date(), end.date()))
+        conn.execute("DELETE FROM quarantined_usage WHERE day >= %s AND day < %s", (start.date(), end.date()))
+        copy_arrow(conn, "quarantined_usage", quarantined)
         copy_arrow(conn, "usage_rollups", rollups)
         for partition in partitions:
             # Fresh statistics, so rating plans a hash join over a month of rows, not a spilling sort.

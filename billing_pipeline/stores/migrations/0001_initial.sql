@@ -109,13 +109,24 @@ CREATE TABLE usage_rollup_days (
     day                 date PRIMARY KEY,
     raw_rows            bigint NOT NULL,   -- rows in requests_raw for the day, duplicates included
     duplicate_rows      bigint NOT NULL,   -- copies of a request_id already seen, not counted
-    quarantined_rows    bigint NOT NULL,   -- rows without org or project, not billable, counted here
+    quarantined_rows    bigint NOT NULL,   -- rows without org, project or known chain (see quarantined_usage)
     requests            bigint NOT NULL,
     bytes_out           bigint NOT NULL,
     source_engine       text NOT NULL,     -- 'chdb <version>' or 'clickhouse <version>'
     source_query_sha256 char(64) NOT NULL, -- SHA-256 of the exact SQL text that produced the rows
     dagster_run_id      text,
     rolled_up_at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Raw rows that cannot be billed (no org, no project, unknown chain), per day and reason.
+CREATE TABLE quarantined_usage (
+    day             date NOT NULL,
+    reason          text NOT NULL,
+    org_id          text NOT NULL,
+    project_id      text NOT NULL,
+    chain           text NOT NULL,
+    raw_rows        bigint NOT NULL CHECK (raw_rows > 0),
+    PRIMARY KEY (day, reason, org_id, project_id, chain)
 );
 
 -- Priced usage per contract and month, unrounded; invoice lines round these once.

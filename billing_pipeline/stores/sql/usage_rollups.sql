@@ -17,7 +17,7 @@ SELECT
 FROM requests_raw
 WHERE timestamp >= {window_start:DateTime64(3, 'UTC')}
   AND timestamp < {window_end:DateTime64(3, 'UTC')}
-  AND org_id != '' AND project_id != ''
+  AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain)
 GROUP BY day, org_id, project_id, chain
 -- requests_raw is sorted by (toDate(timestamp), org_id, project_id, chain, ...): aggregating in that
 -- order streams sorted groups, which PostgreSQL's primary key then appends.
