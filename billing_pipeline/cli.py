@@ -67,8 +67,8 @@ def _close(db_url: str, period: Period) -> None:
     from .close import close_month
     from .instance import get_instance
 
-    done = _step(f"closing {period.label} in Dagster (usage_rollups: all {len(period.days())} days in one run; "
-                 "then rated_charges and invoice_drafts)")
+    done = _step(f"closing {period.label} in Dagster (usage_rollups: all {len(period.days())} days and the edge days "
+                 "in one run; then rated_charges and invoice_drafts)")
     with get_instance(db_url) as instance:
         result = close_month(instance, period)
     print(f"   runs {result.rollup_run_id} and {result.billing_run_id}")
@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .stores.postgres import transaction
     from .summary import format_month_summary
 
-    from .close import check_closable
+    from .close import check_closable, rollup_days
 
     period = Period.parse_month(args.month)
     check_closable(period)
@@ -91,8 +91,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     store = _usage_store()
     done()
     done = _step(f"generating {args.events:,} requests for {args.orgs} orgs / {args.projects} projects / "
-                 f"{args.chains} chains over {len(period.days())} days (seed {args.seed})")
-    spec = UsageSpec(start=period.start, days=len(period.days()), events=args.events, orgs=args.orgs,
+                 f"{args.chains} chains over {len(period.days())} days + a day on each side (seed {args.seed})")
+    # the month and a day on each side: customers in other timezones reach into them
+    days = rollup_days(period)
+    spec = UsageSpec(start=days[0], days=len(days), events=args.events, orgs=args.orgs,
                      projects=args.projects, chains=chain_names(args.chains), seed=args.seed)
     rows = generate_usage(store, spec)
     print(f"   {rows:,} rows in requests_raw (duplicates included)")

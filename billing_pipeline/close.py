@@ -7,12 +7,13 @@ metadata show in the UI exactly as if launched there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from .assets.invoice_drafts import invoice_drafts
-from .assets.partitions import monthly_partitions
+from .assets.partitions import BILLING_START_DATE, daily_partitions, monthly_partitions
 from .assets.rated_charges import rated_charges
 from .assets.usage_rollups import usage_rollups
 from .definitions import defs
@@ -48,20 +49,29 @@ def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
+def rollup_days(period: Period) -> list[date]:
+    """The UTC days a month's close rolls up: the month and one day on each side, which customers
+    billed in other timezones reach into (UTC+3's October starts at 21:00 UTC on 30 September;
+    UTC-4's ends at 04:00 UTC on 1 November)."""
+    return [period.start - timedelta(days=1), *period.days(), period.end]
+
+
 def check_closable(period: Period) -> None:
-    """Only complete months from the partitions' start date exist as monthly partitions."""
+    """A month can be closed once it has ended everywhere: its monthly partition exists and so
+    does the daily partition of the next month's first day."""
     keys = monthly_partitions.get_partition_keys()
-    if period.start.isoformat() not in keys:
+    edge = rollup_days(period)[-1].isoformat()
+    if period.start.isoformat() not in keys or edge not in daily_partitions.get_partition_keys():
         span = f"{keys[0][:7]} .. {keys[-1][:7]}" if keys else "none yet"
         raise BillingError(f"month {period.label} is not a closable billing month (monthly partitions: {span}; "
-                           "a month can be closed once it has ended)")
+                           "a month can be closed once it has ended in every timezone, from its next month's 2nd day)")
 
 
 def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dict | None = None,
                 definitions: dg.Definitions | None = None) -> CloseResult:
     check_closable(period)
     job = (definitions or defs).resolve_implicit_global_asset_job_def()
-    days = period.days()
+    days = [d for d in rollup_days(period) if d.isoformat() >= BILLING_START_DATE]
     rollup_run_config = dict(_QUIET, ops={"usage_rollups": {"config": rollup_config}}) if rollup_config else _QUIET
     rollups = job.execute_in_process(
         instance=instance,

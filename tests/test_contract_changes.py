@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import psycopg
+import pytest
 
 from billing_pipeline.close import close_month
 from billing_pipeline.domain.periods import Period
@@ -49,3 +50,22 @@ def test_amendment_discount_and_credit_in_a_month_close(october, billing_defs, i
         november = Period.parse_month("2026-11")
         terms = {t.contract_id: t for t in load_terms(conn, november)}
         assert credit_balances(conn, november, terms) == {"CTR-C": D("499.2500")}  # carried to November
+
+
+@pytest.mark.parametrize("zone, bsc_requests, amount", [
+    # Istanbul (UTC+3): b0 and b5 (30 Sep, ~23:59 UTC) are 1 October there; b1 (31 Oct 23:59 UTC) is November
+    ("Europe/Istanbul", 4, "0.0600"),
+    # New York (UTC-4): b0 and b5 are still 30 September; b1 and b4 (1 Nov 00:00 UTC) are 31 October
+    ("America/New_York", 4, "0.0600"),
+    ("UTC", 3, "0.0500"),
+])
+def test_usage_is_billed_on_the_customers_calendar_days(october, billing_defs, instance, zone, bsc_requests,
+                                                        amount):
+    with transaction(october) as conn:
+        conn.execute("UPDATE contracts SET timezone = %s WHERE contract_id = 'CTR-A'", (zone,))
+    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        lines = conn.execute("""SELECT description, amount FROM invoice_lines
+                                WHERE invoice_id = 'CTR-A:2026-10:v1' ORDER BY line_no""").fetchall()
+    assert lines[0] == (f"BSC Mainnet - {bsc_requests} requests", D(amount))  # x 0.015, half-up
+    assert lines[1] == ("ETH Mainnet - 7 requests", D("0.1100"))

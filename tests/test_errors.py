@@ -67,8 +67,8 @@ def test_cli_unreachable_clickhouse(tmp_path, db_url):
 
 def test_cli_month_without_usage_names_the_partitions(tmp_path, db_url):
     result = run_cli("close", "--month", "2026-10", tmp_path=tmp_path, env_overrides={"BILLING_DATABASE_URL": db_url})
-    assert_one_clear_line(result, "requests_raw has no rows for 31 day(s): 2026-10-01, 2026-10-02",
-                          "usage_rollups partition(s) 2026-10-01 ...")
+    assert_one_clear_line(result, "requests_raw has no rows for 33 day(s): 2026-09-30, 2026-10-01",
+                          "usage_rollups partition(s) 2026-09-30 ...")
 
 
 def test_cli_month_that_has_not_ended(tmp_path):

@@ -63,8 +63,12 @@ def test_month_close_exact_amounts(october, billing_defs, instance):
 
     with psycopg.connect(october) as conn:
         days = conn.execute("""SELECT count(*), sum(raw_rows), sum(duplicate_rows), sum(quarantined_rows),
-                                      sum(requests) FROM usage_rollup_days""").fetchone()
+                                      sum(requests) FROM usage_rollup_days
+                               WHERE day BETWEEN '2026-10-01' AND '2026-10-31'""").fetchone()
         assert days == (31, 65, 3, 2, 60)
+        # the close also rolled up the edge days 30 September and 1 November
+        assert conn.execute("SELECT min(day), max(day) FROM usage_rollup_days").fetchone() == (
+            date(2026, 9, 30), date(2026, 11, 1))
         assert conn.execute("SELECT day, reason, org_id, chain, raw_rows FROM quarantined_usage ORDER BY day").fetchall() == [
             (date(2026, 10, 8), "missing org_id", "", "eth-mainnet", 1),
             (date(2026, 10, 9), "unknown chain", "org_a", "dogecoin-mainnet", 1)]
@@ -78,7 +82,8 @@ def test_month_close_exact_amounts(october, billing_defs, instance):
 
     # What the data team sees in the UI: readable metadata on each asset.
     rollup_meta = instance.get_latest_materialization_event(dg.AssetKey("usage_rollups")).asset_materialization.metadata
-    assert rollup_meta["duplicate_rows_removed"].value == 3
+    # a1, a2 and b5 in October, and b1's copy delivered on 1 November (an edge day of the close)
+    assert rollup_meta["duplicate_rows_removed"].value == 4
     invoice_meta = instance.get_latest_materialization_event(dg.AssetKey("invoice_drafts")).asset_materialization.metadata
     assert invoice_meta["total"].value == "500.75 EUR, 30,000.00 TRY, 0.19 USD"
     rated_meta = instance.get_latest_materialization_event(dg.AssetKey("rated_charges")).asset_materialization.metadata
@@ -114,7 +119,7 @@ def test_rerunning_partitions_changes_nothing(october, billing_defs, instance):
                                         ASSET_PARTITION_RANGE_END_TAG: "2026-10-11"}).success
     close_month(instance, OCTOBER, definitions=billing_defs)
     assert _snapshot(october) == before
-    assert len(before["usage_rollups"]) == 38 and len(before["invoice_lines"]) == 9
+    assert len(before["usage_rollups"]) == 40 and len(before["invoice_lines"]) == 9
 
 
 def test_invoicing_refuses_charges_older_than_their_usage(october, billing_defs, instance):

@@ -45,12 +45,13 @@ def org_ids(orgs: int) -> list[str]:
 
 def clear_months(store: UsageStore, spec: UsageSpec) -> None:
     """Drop the monthly partitions the spec writes to, so regenerating never doubles rows."""
-    months = {(spec.start.year, spec.start.month)}
-    last = date.fromordinal(spec.start.toordinal() + spec.days - 1)
-    months.add((last.year, last.month))
-    for year, month in sorted(months):
+    months = {}
+    for offset in range(spec.days):
+        day = date.fromordinal(spec.start.toordinal() + offset)
+        months[f"{day.year:04d}{day.month:02d}"] = None
+    for partition_id in months:
         store.command("ALTER TABLE requests_raw DROP PARTITION ID {partition_id:String}",
-                      {"partition_id": f"{year:04d}{month:02d}"})
+                      {"partition_id": partition_id})
 
 
 def generate_usage(store: UsageStore, spec: UsageSpec) -> int:

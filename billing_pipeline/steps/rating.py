@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
@@ -13,6 +15,7 @@ from psycopg import sql
 from ..domain.periods import Period, missing_days
 from ..domain.adjustments import Discount
 from ..domain.amendments import Amendment, attach_usage, split_month
+from ..domain.local_days import to_local_days
 from ..domain.plans import Plan
 from ..domain.rating import rate_contract_month, rate_month_parts
 from ..domain.terms import ContractMonth, ContractTerms, RatedCharge, UsageAlert
@@ -96,27 +99,48 @@ def _decimal(value) -> Decimal | None:
     return Decimal(value) if value is not None else None
 
 
-def _usage_query(meters: MeterSet, by_day: bool) -> sql.Composed:
+def _usage_query(meters: MeterSet, by_day: bool, table: str = "usage_rollups") -> sql.Composed:
     sums = sql.SQL(", ").join(sql.SQL("sum(r.{})").format(sql.Identifier(m.column))
                               for m in meters.meters if m.additive)
     return sql.SQL("""SELECT c.contract_id, {day}, r.chain, {sums}
-                      FROM usage_rollups r JOIN contracts c ON c.org_id = r.org_id AND {days}
+                      FROM {table} r JOIN contracts c ON c.org_id = r.org_id AND {days}
                       WHERE r.day >= %(start)s AND r.day < %(end)s {only}
                       GROUP BY 1, 2, 3""").format(
-        day=sql.SQL("r.day" if by_day else "NULL::date"), sums=sums, days=sql.SQL(_CONTRACT_DAYS),
+        day=sql.SQL("r.day" if by_day else "NULL::date"), sums=sums, table=sql.Identifier(table),
+        # per-day usage is cut to the contract's days later, in its own timezone
+        days=sql.SQL(_CONTRACT_DAYS) if not by_day else sql.SQL("TRUE"),
         only=sql.SQL("AND c.contract_id = ANY(%(only)s)" if by_day else ""))
 
 
-def _usage(conn: psycopg.Connection, period: Period, meters: MeterSet, by_day_for: list[str] | None = None):
+def _usage(conn: psycopg.Connection, period: Period, meters: MeterSet, by_day_for: list[str] | None = None,
+           table: str = "usage_rollups"):
     """Every additive meter per contract and chain, summed inside PostgreSQL: over the month, or
-    per day for ``by_day_for`` (amended contracts). Returns {contract: {day or None: Usage}}."""
+    per UTC day for ``by_day_for`` (amended or non-UTC contracts; from the day before the month to
+    the day after it, the days a local month can reach). Returns {contract: {day or None: Usage}}."""
     additive = [m for m in meters.meters if m.additive]
     usage: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
-    params = {"start": period.start, "end": period.end, "only": by_day_for}
-    for contract_id, day, chain, *values in conn.execute(_usage_query(meters, by_day_for is not None), params):
+    by_day = by_day_for is not None
+    params = {"start": period.start - timedelta(days=1) if by_day else period.start,
+              "end": period.end + timedelta(days=1) if by_day else period.end, "only": by_day_for}
+    for contract_id, day, chain, *values in conn.execute(_usage_query(meters, by_day, table), params):
         for meter, value in zip(additive, values):
             usage[contract_id][day][(meter.slug, chain)] = int(value)
     return usage
+
+
+def _zoned(t: ContractTerms) -> bool:
+    return t.timezone not in ("UTC", "Etc/UTC")
+
+
+def _days_needed(terms: list[ContractTerms], period: Period) -> list[date]:
+    """UTC days the month's rating reads: the month, plus the edges of non-UTC contracts' local months."""
+    needed = set(period.days())
+    for t in filter(_zoned, terms):
+        zone = ZoneInfo(t.timezone)
+        first = datetime.combine(period.start, time(), zone).astimezone(timezone.utc)
+        end = datetime.combine(period.end, time(), zone).astimezone(timezone.utc) - timedelta(milliseconds=1)
+        needed |= {first.date(), end.date()}
+    return sorted(needed)
 
 
 def _amendments(conn: psycopg.Connection, period: Period, plans: dict[str, Plan]) -> dict[str, list[Amendment]]:
@@ -145,15 +169,21 @@ def _discounts(conn: psycopg.Connection, period: Period) -> dict[str, tuple[Disc
 def _rate_all(conn: psycopg.Connection, period: Period, meters: MeterSet, terms: list[ContractTerms],
               plans: dict[str, Plan]) -> list[ContractMonth]:
     add_meter_columns(conn, meters)
+    add_meter_columns(conn, meters, "usage_before_local_midnight")
     amendments = _amendments(conn, period, plans)
     discounts = _discounts(conn, period)
-    amended = sorted(t.contract_id for t in terms if t.contract_id in amendments)
+    zoned = sorted(t.contract_id for t in terms if _zoned(t))
+    by_day = sorted({t.contract_id for t in terms if t.contract_id in amendments} | set(zoned))
     monthly = _usage(conn, period, meters)
-    daily = _usage(conn, period, meters, by_day_for=amended) if amended else {}
+    daily = _usage(conn, period, meters, by_day_for=by_day) if by_day else {}
+    before = _usage(conn, period, meters, by_day_for=zoned, table="usage_before_local_midnight") if zoned else {}
     months = []
     for t in terms:
-        if t.contract_id in amendments:
-            parts = attach_usage(split_month(t, amendments[t.contract_id], period), daily.get(t.contract_id, {}))
+        if t.contract_id in daily or t.contract_id in by_day:
+            days = daily.get(t.contract_id, {})
+            if _zoned(t):
+                days = to_local_days(days, before.get(t.contract_id, {}), t.timezone)
+            parts = attach_usage(split_month(t, amendments.get(t.contract_id, []), period), days)
             months.append(rate_month_parts(parts, period, discounts.get(t.contract_id, ())))
         else:
             usage = monthly.get(t.contract_id, {}).get(None, {})
@@ -174,15 +204,17 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
     meters = meters or MeterSet.load()
     with transaction(db_url) as conn:
         conn.execute("SET LOCAL work_mem = '128MB'")  # a month of rollups aggregates in memory
-        missing = missing_days(period.days(), rolled_up_days(conn, period.start, period.end))
-        if missing:
-            raise MissingDataError(
-                f"rated_charges {period.start.isoformat()} needs every day of {period.label} in usage_rollups; "
-                f"missing partition(s): {', '.join(d.isoformat() for d in missing)}"
-            )
         _check_no_overlaps(conn, period)
         plans = plans_from_db(conn)
         terms = load_terms(conn, period, plans)
+        needed = _days_needed(terms, period)
+        missing = missing_days(needed, rolled_up_days(conn, needed[0], needed[-1] + timedelta(days=1)))
+        if missing:
+            raise MissingDataError(
+                f"rated_charges {period.start.isoformat()} needs every day of {period.label} in usage_rollups"
+                f"{' (and the edges of its customers local months)' if len(needed) > len(period.days()) else ''}; "
+                f"missing partition(s): {', '.join(d.isoformat() for d in missing)}"
+            )
         _check_priced_meters(terms, meters)
         months = _rate_all(conn, period, meters, terms, plans)
         charges = [c for m in months for c in m.charges]

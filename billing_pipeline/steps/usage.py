@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from ..domain.chains import known_chains
+from ..domain.local_days import cut_parameters
 from ..errors import MissingDataError
 from ..stores.clickhouse import UsageStore, sql_sha256, sql_text
 from ..stores.meter_sql import MeterSet
@@ -166,6 +167,8 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
                                   store.query_arrow(duplicates_sql, params), meters)
     day_totals = _day_totals(expected, source, rollups)
     quarantined = store.query_arrow(sql_text("usage_quarantine"), params).select(QUARANTINE_COLUMNS)
+    zones = billing_timezones(db_url, start.date(), end.date())
+    before = _before_local_midnight(store, meters, params, zones, expected)
     query_sha = sql_sha256(deliveries_sql + duplicates_sql)
     t1 = time.perf_counter()
 
@@ -175,6 +178,9 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
         conn.execute("DELETE FROM usage_rollup_days WHERE day >= %s AND day < %s", (start.date(), end.date()))
         conn.execute("DELETE FROM quarantined_usage WHERE day >= %s AND day < %s", (start.date(), end.date()))
         copy_arrow(conn, "quarantined_usage", quarantined)
+        add_meter_columns(conn, meters, "usage_before_local_midnight")
+        conn.execute("DELETE FROM usage_before_local_midnight WHERE day >= %s AND day < %s", (start.date(), end.date()))
+        copy_arrow(conn, "usage_before_local_midnight", before)
         copy_arrow(conn, "usage_rollups", rollups)
         for partition in partitions:
             # Fresh statistics, so rating plans a hash join over a month of rows, not a spilling sort.
@@ -224,12 +230,38 @@ def clear_rollups(conn, start: date, end: date) -> list[sql.Identifier]:
     return partitions
 
 
-def add_meter_columns(conn, meters: MeterSet) -> None:
+def add_meter_columns(conn, meters: MeterSet, table: str = "usage_rollups") -> None:
     """One bigint column per declared meter. A meter removed from the catalog keeps its column, so
     past months stay as they were rolled up."""
     for column in meters.columns:
-        conn.execute(sql.SQL("ALTER TABLE usage_rollups ADD COLUMN IF NOT EXISTS {} bigint NOT NULL DEFAULT 0")
-                     .format(sql.Identifier(column)))
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} bigint NOT NULL DEFAULT 0")
+                     .format(sql.Identifier(table), sql.Identifier(column)))
+
+
+def billing_timezones(db_url: str, start: date, end: date) -> dict[str, str]:
+    """Org -> timezone for orgs whose contracts around [start, end) bill in a zone other than UTC
+    (the latest contract's zone when an org has several)."""
+    with transaction(db_url) as conn:
+        rows = conn.execute(
+            """SELECT DISTINCT ON (org_id) org_id, timezone FROM contracts
+               WHERE timezone NOT IN ('UTC', 'Etc/UTC')
+                 AND start_at < %s::date + 2 AND (end_at IS NULL OR end_at > %s::date - 1)
+               ORDER BY org_id, start_at DESC""", (end, start)).fetchall()
+    return dict(rows)
+
+
+def _before_local_midnight(store: UsageStore, meters: MeterSet, params: dict, zones: dict[str, str],
+                           days: list[date]) -> pa.Table:
+    schema = pa.schema([("day", pa.date32()), ("org_id", pa.string()), ("project_id", pa.string()),
+                        ("chain", pa.string()), ("timezone", pa.string()), ("requests", pa.int64())]
+                       + [(c, pa.int64()) for c in meters.additive_columns])
+    if not zones:
+        return schema.empty_table()
+    table = store.query_arrow(meters.duplicates_sql(sql_text("usage_before_local_midnight")),
+                              {**params, **cut_parameters(zones, days)})
+    tz = pa.array([zones[o] for o in table.column("org_id").to_pylist()], pa.string())
+    table = table.append_column("timezone", tz)
+    return table.select(schema.names).cast(schema)
 
 
 def rolled_up_days(conn, start: date, end: date) -> set[date]:

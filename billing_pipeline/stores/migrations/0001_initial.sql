@@ -103,6 +103,19 @@ CREATE TABLE usage_rollups (
 -- One partition per month, created by the rollup step when a month is first rolled up. Re-running
 -- a whole month truncates its partition instead of deleting millions of rows one by one.
 
+-- For orgs billed in another timezone: the part of each UTC day's usage sent before the local
+-- midnight inside that day, so usage can be attributed to the customer's calendar days. Meter
+-- columns are added like those of usage_rollups.
+CREATE TABLE usage_before_local_midnight (
+    day             date NOT NULL,
+    org_id          text COLLATE "C" NOT NULL,
+    project_id      text COLLATE "C" NOT NULL,
+    chain           text COLLATE "C" NOT NULL,
+    timezone        text NOT NULL,
+    requests        bigint NOT NULL CHECK (requests >= 0),
+    PRIMARY KEY (day, org_id, project_id, chain)
+);
+
 -- One row per rolled-up day: proves the day was read (a day with no row was never rolled up) and
 -- keeps the ClickHouse source totals the rollups must reconcile to.
 CREATE TABLE usage_rollup_days (
