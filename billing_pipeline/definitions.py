@@ -8,7 +8,7 @@ from . import settings
 from .assets.invoice_drafts import invoice_drafts
 from .assets.rated_charges import contracts, rated_charges
 from .assets.usage_rollups import requests_raw, usage_rollups
-from .resources import BillingDatabase, ClickHouseResource
+from .resources import BillingDatabase, ClickHouseResource, OpenMeterResource
 from .sensors.automation import billing_automation_sensor
 
 ASSETS = [requests_raw, contracts, usage_rollups, rated_charges, invoice_drafts]
@@ -27,6 +27,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             password=_secret(settings.CLICKHOUSE_PASSWORD_ENV),
         ),
         "billing_db": BillingDatabase(url=_secret(settings.DATABASE_URL_ENV)),
+        "openmeter": OpenMeterResource(url=_secret(settings.OPENMETER_URL_ENV),
+                                       token=_secret(settings.OPENMETER_TOKEN_ENV)),
     }
 
 

@@ -10,6 +10,8 @@ in CI and in production (real servers):
                              named <billing db>_dagster on the same server.
 - BILLING_CLICKHOUSE_URL     ClickHouse server (http[s]://host:port[/database]); unset -> chdb.
 - BILLING_CLICKHOUSE_USER, BILLING_CLICKHOUSE_PASSWORD  credentials for that server.
+- BILLING_OPENMETER_URL, BILLING_OPENMETER_TOKEN  read daily usage from OpenMeter's meter query API
+                             instead of ClickHouse (optional).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ DAGSTER_DATABASE_URL_ENV = "BILLING_DAGSTER_DATABASE_URL"
 CLICKHOUSE_URL_ENV = "BILLING_CLICKHOUSE_URL"
 CLICKHOUSE_USER_ENV = "BILLING_CLICKHOUSE_USER"
 CLICKHOUSE_PASSWORD_ENV = "BILLING_CLICKHOUSE_PASSWORD"
+OPENMETER_URL_ENV = "BILLING_OPENMETER_URL"
+OPENMETER_TOKEN_ENV = "BILLING_OPENMETER_TOKEN"
 
 
 def state_dir() -> Path:

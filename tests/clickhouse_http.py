@@ -14,10 +14,12 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+from loopback import LoopbackServer
+
 _INSERT_FORMAT = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+(\w+)\s*$", re.IGNORECASE | re.DOTALL)
 
 
-class ClickHouseHttpServer:
+class ClickHouseHttpServer(LoopbackServer):
     def __init__(self, chdb_session):
         self.session = chdb_session
         self.requests = []
@@ -53,8 +55,7 @@ class ClickHouseHttpServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        super().__init__(Handler)
 
     def execute(self, url_query: str | None, body: bytes, params: dict) -> bytes:
         with self.lock:  # one chdb session, one statement at a time
@@ -76,11 +77,3 @@ class ClickHouseHttpServer:
             result = self.session.query(sql, "TabSeparated", params=params) if params else \
                 self.session.query(sql, "TabSeparated")
             return result.bytes() if result is not None else b""
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()

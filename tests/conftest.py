@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from billing_pipeline.definitions import ASSETS
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource
+from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource
 from billing_pipeline.stores.clickhouse import ChdbStore, ensure_schema
 from billing_pipeline.stores.postgres import migrate, with_database
 
@@ -87,7 +87,8 @@ def billing_defs(db_url, chdb_path, usage_store) -> dg.Definitions:
     """The product's assets bound to this test's stores."""
     return dg.Definitions(
         assets=ASSETS,
-        resources={"clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url)},
+        resources={"clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url),
+                   "openmeter": OpenMeterResource()},
         executor=dg.in_process_executor,
     )
 

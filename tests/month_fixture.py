@@ -106,3 +106,13 @@ def seed_contracts(conn: psycopg.Connection) -> None:
 
 OCT_START = ts(2026, 10, 1)
 OCT_END = OCT_START + timedelta(days=31)
+
+
+# The invoice totals of the hand-made October (worked out in test_month_close), as stored.
+OCTOBER_TOTALS = [("CTR-A:2026-10:v1", "0.1600"), ("CTR-B:2026-10:v1", "30000.0000"),
+                  ("CTR-C:2026-10:v1", "500.7500"), ("CTR-D:2026-10:v1", "0.0300")]
+
+
+def invoice_totals(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        return [(i, str(t)) for i, t in conn.execute("SELECT invoice_id, total FROM invoices ORDER BY 1")]

@@ -11,12 +11,12 @@ import pytest
 from billing_pipeline.close import close_month
 from billing_pipeline.definitions import ASSETS
 from billing_pipeline.domain.periods import Period
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource
+from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource
 from billing_pipeline.stores.clickhouse import ClickHouseServerStore, _chdb_sessions, ensure_schema
 from billing_pipeline.stores.postgres import transaction
 from billing_pipeline.steps.usage import roll_up_usage
 from clickhouse_http import ClickHouseHttpServer
-from month_fixture import OCT_END, OCT_START, october_events, seed_contracts
+from month_fixture import OCT_END, OCT_START, OCTOBER_TOTALS, invoice_totals, october_events, seed_contracts
 
 
 @pytest.fixture
@@ -70,11 +70,8 @@ def test_month_close_in_dagster_through_the_server_backend(clickhouse_server, db
     with transaction(db_url) as conn:
         seed_contracts(conn)
     defs = dg.Definitions(assets=ASSETS, resources={
-        "clickhouse": ClickHouseResource(url=clickhouse_server.url), "billing_db": BillingDatabase(url=db_url)})
+        "clickhouse": ClickHouseResource(url=clickhouse_server.url), "billing_db": BillingDatabase(url=db_url),
+        "openmeter": OpenMeterResource()})
     with dg.DagsterInstance.ephemeral() as instance:
         close_month(instance, Period.parse_month("2026-10"), definitions=defs)
-    with psycopg.connect(db_url) as conn:
-        totals = conn.execute("SELECT invoice_id, total FROM invoices ORDER BY 1").fetchall()
-    assert [(i, str(t)) for i, t in totals] == [
-        ("CTR-A:2026-10:v1", "0.1600"), ("CTR-B:2026-10:v1", "30000.0000"),
-        ("CTR-C:2026-10:v1", "500.7500"), ("CTR-D:2026-10:v1", "0.0300")]
+    assert invoice_totals(db_url) == OCTOBER_TOTALS

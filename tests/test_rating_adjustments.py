@@ -104,3 +104,20 @@ def test_amendment_before_the_month_sets_its_terms():
     earlier = Amendment(utc(2026, 3, 1), CATALOG["enterprise"], price_fixed=D(9000), reason="renegotiated")
     parts = split_month(base, [earlier], OCT)
     assert len(parts) == 1 and parts[0][0].base_fee == D(9000)
+
+
+def _daily(days_and_requests, chain="polygon-mainnet"):
+    return {date(2026, 10, d): {("requests", chain): n} for d, n in days_and_requests}
+
+
+@pytest.mark.parametrize("daily, ends, expected", [
+    (_daily([(1, 6_000_000)]), None, "50.00"),                      # usage only on the first day
+    (_daily([(31, 6_000_000)]), None, "50.00"),                     # only on the last day
+    (_daily([(31, 6_000_000)]), utc(2026, 10, 31), "0.00"),         # ...after the contract ended
+    # the free 5M run out on the 15th: 1M a day for 31 days = 26M past the free tier
+    (_daily([(d, 1_000_000) for d in range(1, 32)]), None, "1300.00"),
+])
+def test_usage_on_single_days_and_free_tier_exhausted_mid_month(daily, ends, expected):
+    t = terms("pro", end=ends)
+    month = rate_month_parts(attach_usage(split_month(t, [], OCT), daily), OCT)
+    assert draft_invoice(t, month.charges, OCT).total == D(expected)

@@ -4,7 +4,8 @@ import warnings
 
 import dagster as dg
 
-from ..resources import BillingDatabase, ClickHouseResource
+from ..resources import BillingDatabase, ClickHouseResource, OpenMeterResource
+from ..steps.openmeter_usage import roll_up_from_openmeter
 from ..steps.usage import roll_up_usage
 from .partitions import daily_partitions
 from .reporting import failures_as_messages, markdown_table
@@ -40,17 +41,23 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
                                    description="Every raw row has an org, a project and a known chain.")],
 )
 def usage_rollups(
-    context: dg.AssetExecutionContext, config: RollupConfig, clickhouse: ClickHouseResource, billing_db: BillingDatabase
+    context: dg.AssetExecutionContext, config: RollupConfig, clickhouse: ClickHouseResource, billing_db: BillingDatabase,
+    openmeter: OpenMeterResource,
 ) -> dg.MaterializeResult:
     """Requests, successful requests, errors and bytes out per (day, project, chain), deduplicated
     on request_id. A backfill of many days runs as one ClickHouse query, not one per day."""
     window = context.partition_time_window
     with failures_as_messages():
-        summary = roll_up_usage(
-            clickhouse.get_store(), billing_db.get_url(), window.start, window.end,
-            dedup_lookback_hours=config.dedup_lookback_hours, allow_empty_days=config.allow_empty_days,
-            run_id=context.run.run_id,
-        )
+        client = openmeter.get_client()
+        if client is not None:  # the optional OpenMeter source
+            summary = roll_up_from_openmeter(client, billing_db.get_url(), window.start, window.end,
+                                             allow_empty_days=config.allow_empty_days, run_id=context.run.run_id)
+        else:
+            summary = roll_up_usage(
+                clickhouse.get_store(), billing_db.get_url(), window.start, window.end,
+                dedup_lookback_hours=config.dedup_lookback_hours, allow_empty_days=config.allow_empty_days,
+                run_id=context.run.run_id,
+            )
     return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
         check_name="no_quarantined_rows", passed=summary.quarantined_rows == 0,
         severity=dg.AssetCheckSeverity.ERROR,

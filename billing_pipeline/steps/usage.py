@@ -146,6 +146,18 @@ def _day_totals(expected: list[date], source: list[dict], rollups: pa.Table) -> 
     return totals
 
 
+@dataclass(frozen=True)
+class CollectedUsage:
+    """A window of usage read from a source, ready to be written to PostgreSQL."""
+
+    rollups: pa.Table  # rollup_schema(meters)
+    days: list[DayTotals]
+    quarantined: pa.Table  # QUARANTINE_COLUMNS
+    before_local_midnight: pa.Table
+    source_engine: str
+    source_query_sha256: str
+
+
 def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime, *,
                   dedup_lookback_hours: int = 24, allow_empty_days: bool = False,
                   run_id: str | None = None, meters: MeterSet | None = None) -> RollupSummary:
@@ -165,23 +177,39 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
     duplicates_sql = meters.duplicates_sql(sql_text("usage_duplicates"))
     rollups = subtract_duplicates(store.query_arrow(deliveries_sql, params),
                                   store.query_arrow(duplicates_sql, params), meters)
-    day_totals = _day_totals(expected, source, rollups)
-    quarantined = store.query_arrow(sql_text("usage_quarantine"), params).select(QUARANTINE_COLUMNS)
     zones = billing_timezones(db_url, start.date(), end.date())
-    before = _before_local_midnight(store, meters, params, zones, expected)
-    query_sha = sql_sha256(deliveries_sql + duplicates_sql)
+    collected = CollectedUsage(
+        rollups, _day_totals(expected, source, rollups),
+        store.query_arrow(sql_text("usage_quarantine"), params).select(QUARANTINE_COLUMNS),
+        _before_local_midnight(store, meters, params, zones, expected),
+        store.engine, sql_sha256(deliveries_sql + duplicates_sql))
     t1 = time.perf_counter()
+    write_rollups(db_url, start.date(), end.date(), collected, meters, run_id)
+    t2 = time.perf_counter()
+    return summarize(start, end, collected, {"clickhouse": t1 - t0, "postgres": t2 - t1})
 
+
+def summarize(start: datetime, end: datetime, collected: CollectedUsage, seconds: dict) -> RollupSummary:
+    rollups = collected.rollups
+    top = rollups.group_by(["org_id", "chain"]).aggregate([("requests", "sum"), ("bytes_out", "sum")])
+    top = top.sort_by([("requests_sum", "descending")]).slice(0, 10)
+    return RollupSummary(start.date(), end.date(), rollups.num_rows, collected.days, top, collected.source_engine,
+                         collected.source_query_sha256, seconds)
+
+
+def write_rollups(db_url: str, start: date, end: date, collected: CollectedUsage, meters: MeterSet,
+                  run_id: str | None) -> None:
+    """Replace [start, end) of every rollup table in one transaction."""
     with transaction(db_url) as conn:
         add_meter_columns(conn, meters)
-        partitions = clear_rollups(conn, start.date(), end.date())
-        conn.execute("DELETE FROM usage_rollup_days WHERE day >= %s AND day < %s", (start.date(), end.date()))
-        conn.execute("DELETE FROM quarantined_usage WHERE day >= %s AND day < %s", (start.date(), end.date()))
-        copy_arrow(conn, "quarantined_usage", quarantined)
         add_meter_columns(conn, meters, "usage_before_local_midnight")
-        conn.execute("DELETE FROM usage_before_local_midnight WHERE day >= %s AND day < %s", (start.date(), end.date()))
-        copy_arrow(conn, "usage_before_local_midnight", before)
-        copy_arrow(conn, "usage_rollups", rollups)
+        partitions = clear_rollups(conn, start, end)
+        for table in ("usage_rollup_days", "quarantined_usage", "usage_before_local_midnight"):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE day >= %s AND day < %s").format(sql.Identifier(table)),
+                         (start, end))
+        copy_arrow(conn, "usage_rollups", collected.rollups)
+        copy_arrow(conn, "quarantined_usage", collected.quarantined)
+        copy_arrow(conn, "usage_before_local_midnight", collected.before_local_midnight)
         for partition in partitions:
             # Fresh statistics, so rating plans a hash join over a month of rows, not a spilling sort.
             conn.execute(sql.SQL("ANALYZE {}").format(partition))
@@ -191,14 +219,8 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
                        bytes_out, source_engine, source_query_sha256, dagster_run_id)
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                 [(t.day, t.raw_rows, t.duplicate_rows, t.quarantined_rows, t.requests, t.bytes_out,
-                  store.engine, query_sha, run_id) for t in day_totals],
+                  collected.source_engine, collected.source_query_sha256, run_id) for t in collected.days],
             )
-    t2 = time.perf_counter()
-
-    top = rollups.group_by(["org_id", "chain"]).aggregate([("requests", "sum"), ("bytes_out", "sum")])
-    top = top.sort_by([("requests_sum", "descending")]).slice(0, 10)
-    return RollupSummary(start.date(), end.date(), rollups.num_rows, day_totals, top, store.engine, query_sha,
-                         {"clickhouse": t1 - t0, "postgres": t2 - t1})
 
 
 def _months(start: date, end: date) -> list[tuple[date, date]]:
