@@ -69,3 +69,23 @@ def test_usage_is_billed_on_the_customers_calendar_days(october, billing_defs, i
                                 WHERE invoice_id = 'CTR-A:2026-10:v1' ORDER BY line_no""").fetchall()
     assert lines[0] == (f"BSC Mainnet - {bsc_requests} requests", D(amount))  # x 0.015, half-up
     assert lines[1] == ("ETH Mainnet - 7 requests", D("0.1100"))
+
+
+@pytest.mark.parametrize("auto_renew, subtotal", [(False, "12096.7700"), (True, "25000.0000")])
+def test_term_end_manual_or_auto_renewed(october, billing_defs, instance, auto_renew, subtotal):
+    with transaction(october) as conn:
+        conn.execute("UPDATE contracts SET end_at = '2026-10-16T00:00:00Z', auto_renew = %s WHERE contract_id = 'CTR-B'",
+                     (auto_renew,))
+    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        # manual: the term ends on the 16th, 15/31 of 25,000; auto-renewed: the next term follows
+        assert str(conn.execute("SELECT subtotal FROM invoices WHERE contract_id = 'CTR-B'").fetchone()[0]) == subtotal
+
+
+def test_contract_of_another_type_than_its_plan_is_refused(october, billing_defs, instance):
+    from billing_pipeline.close import RunFailedError
+
+    with transaction(october) as conn:
+        conn.execute("UPDATE contracts SET contract_type = 'FIXED' WHERE contract_id = 'CTR-A'")
+    with pytest.raises(RunFailedError, match="contract CTR-A is FIXED but its plan pro_test is METERED"):
+        close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)

@@ -67,7 +67,7 @@ def test_chain_shares_of_a_tiered_amount():
 def test_egress_in_decimal_gb():
     draft, _ = bill(PRO, {("egress_bytes", "eth-mainnet"): 45_213_456_789})
     # 45.213456789 GB x 0.09 = 4.06921111101 -> 4.07
-    assert lines(draft) == [("ETH Mainnet - egress 45.2 GB", D("4.07"))]
+    assert lines(draft) == [("ETH Mainnet - Egress 45.2 GB", D("4.07"))]
 
 
 def test_zero_usage_metered_contract_has_nothing_to_invoice():

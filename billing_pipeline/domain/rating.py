@@ -37,7 +37,7 @@ def _label(charge: MeteredCharge) -> str:
 
 def _line_text(chain: str, charge: MeteredCharge, quantity: Decimal) -> str:
     if charge.unit == "GB":
-        return f"{chain_display_name(chain)} - {_label(charge)} {_fmt_quantity(quantity, 'GB')}"
+        return f"{chain_display_name(chain)} - {_label(charge).capitalize()} {_fmt_quantity(quantity, 'GB')}"
     return f"{chain_display_name(chain)} - {_fmt_quantity(quantity, charge.unit)} {_label(charge)}"
 
 

@@ -25,17 +25,18 @@ from ..stores.meter_sql import MeterSet
 from ..stores.plans import plans_from_db
 from .usage import add_meter_columns, rolled_up_days
 
-# A contract covers the usage of its org on the UTC days of [start_at, end_at).
+# A contract covers the usage of its org on the UTC days of [start_at, covers_until): see the
+# contracts_in_force view (auto-renewing contracts do not end at the end of their term).
 _CONTRACT_DAYS = """
     r.day >= (c.start_at AT TIME ZONE 'UTC')::date
-    AND (c.end_at IS NULL OR r.day < (c.end_at AT TIME ZONE 'UTC')::date)
+    AND (c.covers_until IS NULL OR r.day < (c.covers_until AT TIME ZONE 'UTC')::date)
 """
 
 _ACTIVE_CONTRACTS = """
-    SELECT contract_id, org_id, contract_type, currency, region, plan_id, start_at, end_at, timezone, price_fixed,
-           minimum_commitment
-    FROM contracts
-    WHERE start_at < %(end)s AND (end_at IS NULL OR end_at > %(start)s)
+    SELECT contract_id, org_id, contract_type, currency, region, plan_id, start_at, covers_until, timezone,
+           price_fixed, minimum_commitment
+    FROM contracts_in_force
+    WHERE start_at < %(end)s AND (covers_until IS NULL OR covers_until > %(start)s)
     ORDER BY contract_id
 """
 
@@ -81,10 +82,10 @@ def load_terms(conn: psycopg.Connection, period: Period, plans: dict[str, Plan] 
 
 def _check_no_overlaps(conn: psycopg.Connection, period: Period) -> None:
     rows = conn.execute(
-        """SELECT a.org_id, a.contract_id, b.contract_id FROM contracts a JOIN contracts b
+        """SELECT a.org_id, a.contract_id, b.contract_id FROM contracts_in_force a JOIN contracts_in_force b
                ON a.org_id = b.org_id AND a.contract_id < b.contract_id
-              AND a.start_at < COALESCE(b.end_at, 'infinity') AND b.start_at < COALESCE(a.end_at, 'infinity')
-           WHERE a.start_at < %(end)s AND COALESCE(a.end_at, 'infinity') > %(start)s
+              AND a.start_at < COALESCE(b.covers_until, 'infinity') AND b.start_at < COALESCE(a.covers_until, 'infinity')
+           WHERE a.start_at < %(end)s AND COALESCE(a.covers_until, 'infinity') > %(start)s
            ORDER BY 1, 2, 3""",
         {"start": period.start_utc, "end": period.end_utc}).fetchall()
     if rows:
@@ -103,7 +104,7 @@ def _usage_query(meters: MeterSet, by_day: bool, table: str = "usage_rollups") -
     sums = sql.SQL(", ").join(sql.SQL("sum(r.{})").format(sql.Identifier(m.column))
                               for m in meters.meters if m.additive)
     return sql.SQL("""SELECT c.contract_id, {day}, r.chain, {sums}
-                      FROM {table} r JOIN contracts c ON c.org_id = r.org_id AND {days}
+                      FROM {table} r JOIN contracts_in_force c ON c.org_id = r.org_id AND {days}
                       WHERE r.day >= %(start)s AND r.day < %(end)s {only}
                       GROUP BY 1, 2, 3""").format(
         day=sql.SQL("r.day" if by_day else "NULL::date"), sums=sums, table=sql.Identifier(table),
@@ -242,7 +243,7 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
                 SELECT %(start)s, r.org_id, r.chain, sum(r.requests), sum(r.bytes_out), 'no contract covers these days'
                 FROM usage_rollups r
                 WHERE r.day >= %(start)s AND r.day < %(end)s
-                  AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.org_id = r.org_id AND {_CONTRACT_DAYS})
+                  AND NOT EXISTS (SELECT 1 FROM contracts_in_force c WHERE c.org_id = r.org_id AND {_CONTRACT_DAYS})
                 GROUP BY r.org_id, r.chain
                 RETURNING org_id, requests""",
             {"start": period.start, "end": period.end}).fetchall()

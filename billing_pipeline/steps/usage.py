@@ -265,9 +265,9 @@ def billing_timezones(db_url: str, start: date, end: date) -> dict[str, str]:
     (the latest contract's zone when an org has several)."""
     with transaction(db_url) as conn:
         rows = conn.execute(
-            """SELECT DISTINCT ON (org_id) org_id, timezone FROM contracts
+            """SELECT DISTINCT ON (org_id) org_id, timezone FROM contracts_in_force
                WHERE timezone NOT IN ('UTC', 'Etc/UTC')
-                 AND start_at < %s::date + 2 AND (end_at IS NULL OR end_at > %s::date - 1)
+                 AND start_at < %s::date + 2 AND (covers_until IS NULL OR covers_until > %s::date - 1)
                ORDER BY org_id, start_at DESC""", (end, start)).fetchall()
     return dict(rows)
 

@@ -49,6 +49,12 @@ CREATE TABLE contracts (
 );
 CREATE INDEX contracts_org_idx ON contracts (org_id);
 
+-- What rating reads: an auto-renewing contract renews term after term, so its end_at (the end of
+-- the current term) does not end its coverage; a manual one ends at end_at unless renewed.
+CREATE VIEW contracts_in_force AS
+SELECT c.*, CASE WHEN c.auto_renew THEN NULL ELSE c.end_at END AS covers_until
+FROM contracts c;
+
 -- A change of terms from a date (plan upgrade, price amendment): the days from effective_from
 -- on are rated by these terms, the days before by the previous ones.
 CREATE TABLE contract_amendments (
