@@ -18,7 +18,7 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psutil
 
@@ -42,7 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("BILLING_STATE_DIR", tempfile.mkdtemp(prefix="billing-bench-"))
 
+    from billing_pipeline.close import rollup_days
     from billing_pipeline.demo.seed import seed_demo_contracts
+    from billing_pipeline.domain.chains import known_chains
     from billing_pipeline.demo.synthetic import UsageSpec, chain_names, generate_usage
     from billing_pipeline.domain.periods import Period
     from billing_pipeline.stores.clickhouse import ensure_schema, open_usage_store, sql_text
@@ -54,8 +56,12 @@ def main() -> None:
     period = Period.parse_month(args.month)
     if args.days != len(period.days()):
         print(f"note: --days {args.days} but {period.label} has {len(period.days())} days; using the month's days")
-    start = datetime.combine(period.start, datetime.min.time(), tzinfo=timezone.utc)
-    end = datetime.combine(period.end, datetime.min.time(), tzinfo=timezone.utc)
+    # a close rolls up the month and one day on each side (customers in other timezones reach them)
+    days = rollup_days(period)
+    start = datetime.combine(days[0], datetime.min.time(), tzinfo=timezone.utc)
+    end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    month_start = datetime.combine(period.start, datetime.min.time(), tzinfo=timezone.utc)
+    month_end = datetime.combine(period.end, datetime.min.time(), tzinfo=timezone.utc)
 
     db_url = billing_database_url()
     migrate(db_url)
@@ -64,12 +70,12 @@ def main() -> None:
     ensure_schema(store)
     print(f"engine {store.engine}; state {os.environ['BILLING_STATE_DIR']}; python {sys.version.split()[0]}")
     print(f"data set: {args.projects:,} projects, {args.orgs:,} orgs/contracts, {args.chains} chains, "
-          f"{len(period.days())} days, {args.events:,} requests (seed {args.seed})")
+          f"{len(period.days())} days + 2 edge days, {args.events:,} requests (seed {args.seed})")
 
     rows_raw = None
     if not args.reuse:
         t = time.perf_counter()
-        spec = UsageSpec(start=period.start, days=len(period.days()), events=args.events, orgs=args.orgs,
+        spec = UsageSpec(start=days[0], days=len(days), events=args.events, orgs=args.orgs,
                          projects=args.projects, chains=chain_names(args.chains), seed=args.seed)
         rows_raw = generate_usage(store, spec)
         gen = time.perf_counter() - t
@@ -105,7 +111,8 @@ def main() -> None:
     close_s = sum(r[2] for r in results)
     t = time.perf_counter()
     # The bare aggregation: one GROUP BY (day, org, project, chain) over the month, no dedup, no writes.
-    store.query_arrow(sql_text("usage_rollups"), {"window_start": start, "window_end": end})
+    store.query_arrow(sql_text("usage_rollups").replace("/* declared meters */", ""),
+                      {"window_start": month_start, "window_end": month_end, "known_chains": list(known_chains())})
     bare_s = time.perf_counter() - t
     stage("bare ClickHouse aggregation", summary.raw_rows, bare_s, "raw rows")
     print(f"\nmonth close {close_s:.2f}s for {summary.raw_rows:,} raw rows ({summary.raw_rows / close_s:,.0f} rows/s); "

@@ -89,3 +89,14 @@ def test_contract_of_another_type_than_its_plan_is_refused(october, billing_defs
         conn.execute("UPDATE contracts SET contract_type = 'FIXED' WHERE contract_id = 'CTR-A'")
     with pytest.raises(RunFailedError, match="contract CTR-A is FIXED but its plan pro_test is METERED"):
         close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+
+
+def test_overlapping_contracts_for_one_org_are_refused(october, billing_defs, instance):
+    from billing_pipeline.close import RunFailedError
+
+    with transaction(october) as conn:
+        conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)
+                        VALUES ('CTR-A2', 'org_a', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-10-10T00:00:00Z')""")
+    with pytest.raises(RunFailedError, match="org org_a: contracts CTR-A and CTR-A2 overlap in 2026-10; the same usage "
+                                             "would be billed twice"):
+        close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)

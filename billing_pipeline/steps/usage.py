@@ -274,16 +274,20 @@ def billing_timezones(db_url: str, start: date, end: date) -> dict[str, str]:
 
 def _before_local_midnight(store: UsageStore, meters: MeterSet, params: dict, zones: dict[str, str],
                            days: list[date]) -> pa.Table:
+    """For orgs billed in other timezones, the part of each UTC day's usage sent before the local
+    midnight inside it: the same deliveries-minus-duplicates queries, narrowed to those rows."""
     schema = pa.schema([("day", pa.date32()), ("org_id", pa.string()), ("project_id", pa.string()),
                         ("chain", pa.string()), ("timezone", pa.string()), ("requests", pa.int64())]
                        + [(c, pa.int64()) for c in meters.additive_columns])
     if not zones:
         return schema.empty_table()
-    table = store.query_arrow(meters.duplicates_sql(sql_text("usage_before_local_midnight")),
-                              {**params, **cut_parameters(zones, days)})
-    tz = pa.array([zones[o] for o in table.column("org_id").to_pylist()], pa.string())
-    table = table.append_column("timezone", tz)
-    return table.select(schema.names).cast(schema)
+    params = {**params, **cut_parameters(zones, days)}
+    before = subtract_duplicates(
+        store.query_arrow(meters.deliveries_sql(sql_text("usage_rollups"), before_local_midnight=True), params),
+        store.query_arrow(meters.duplicates_sql(sql_text("usage_duplicates"), before_local_midnight=True), params),
+        meters)
+    tz = pa.array([zones[o] for o in before.column("org_id").to_pylist()], pa.string())
+    return before.append_column("timezone", tz).select(schema.names).cast(schema)
 
 
 def rolled_up_days(conn, start: date, end: date) -> set[date]:

@@ -13,6 +13,17 @@ from ..domain.meters import (EVENT_TYPES, NUMERIC_PROPERTIES, TEXT_PROPERTIES, C
                              load_compute_units, load_meters)
 
 MARKER = "/* declared meters */"
+ROW_FILTER = "/* row filter */"
+COPY_FILTER = "/* copy filter */"
+
+# The split at customers' local midnights reads only the orgs billed in other timezones, and only
+# what was sent before the local midnight inside each UTC day (cut_keys 'org|day' -> cut_ms).
+_BEFORE_CUT_ROWS = ("AND has({tz_orgs:Array(String)}, org_id) AND toUnixTimestamp64Milli(timestamp) < "
+                    "transform(concat(org_id, '|', toString(toDate(timestamp))), {cut_keys:Array(String)}, "
+                    "{cut_ms:Array(Int64)}, toInt64(0))")
+_TZ_ROWS = "AND has({tz_orgs:Array(String)}, org_id)"
+_BEFORE_CUT_COPIES = ("AND toUnixTimestamp64Milli(copy.1) < transform(concat(copy.2, '|', toString(toDate(copy.1))), "
+                      "{cut_keys:Array(String)}, {cut_ms:Array(Int64)}, toInt64(0))")
 
 Column = Callable[[str], str]
 
@@ -75,10 +86,13 @@ class MeterSet:
         return {"cu_methods": methods, "cu_weights": [self.weights.methods[m] for m in methods],
                 "cu_default": self.weights.default}
 
-    def deliveries_sql(self, template: str) -> str:
+    def deliveries_sql(self, template: str, before_local_midnight: bool = False) -> str:
         lines = "".join(f",\n    {aggregate(m)} AS {m.column}" for m in self.meters)
-        return template.replace(MARKER, lines)
+        return template.replace(MARKER, lines).replace(ROW_FILTER, _BEFORE_CUT_ROWS if before_local_midnight else "")
 
-    def duplicates_sql(self, template: str) -> str:
+    def duplicates_sql(self, template: str, before_local_midnight: bool = False) -> str:
         lines = "".join(f",\n    {aggregate(m, _copy)} AS {m.column}" for m in self.meters if m.additive)
-        return template.replace(MARKER, lines)
+        sql = template.replace(MARKER, lines)
+        if before_local_midnight:
+            return sql.replace(ROW_FILTER, _TZ_ROWS).replace(COPY_FILTER, _BEFORE_CUT_COPIES)
+        return sql.replace(ROW_FILTER, "").replace(COPY_FILTER, "")

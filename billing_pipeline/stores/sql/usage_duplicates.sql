@@ -28,18 +28,18 @@ FROM
     FROM requests_raw
     WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
       AND timestamp < {window_end:DateTime64(3, 'UTC')}
-      AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain)
+      AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain) /* row filter */
       AND cityHash64(request_id) IN
       (
           SELECT cityHash64(request_id) AS key
           FROM requests_raw
           WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
             AND timestamp < {window_end:DateTime64(3, 'UTC')}
-            AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain)
+            AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain) /* row filter */
           GROUP BY key
           HAVING count() > 1
       )
     GROUP BY request_id
 )
-WHERE copy.1 >= {window_start:DateTime64(3, 'UTC')}
+WHERE copy.1 >= {window_start:DateTime64(3, 'UTC')} /* copy filter */
 GROUP BY day, org_id, project_id, chain
