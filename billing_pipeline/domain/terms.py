@@ -23,7 +23,7 @@ class ContractTerms:
     currency: str
     plan: Plan
     start_at: datetime
-    end_at: datetime | None = None
+    end_at: datetime | None = None  # end of coverage: None while open-ended or auto-renewing
     timezone: str = "UTC"
     price_fixed: Decimal | None = None  # overrides the plan's base fee
     minimum_commitment: Decimal | None = None  # overrides the plan's monthly spend floor
