@@ -5,6 +5,7 @@
     billing invoices  print a month's invoice drafts
     billing ui        start the Dagster webserver and daemon on the same state, print the URL
     billing migrate   apply database migrations
+    billing ledger verify  recompute the ledger's hash chain and balances
 """
 
 from __future__ import annotations
@@ -190,6 +191,19 @@ def cmd_ui(args: argparse.Namespace) -> None:
                 p.kill()
 
 
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from .stores.ledger import verify
+    from .stores.postgres import connect
+
+    with connect(_database()) as conn:
+        result = verify(conn)
+    if result.ok:
+        print(f"ledger OK: {result.entries:,} entries in {result.transactions:,} transactions, head {result.head}")
+        return 0
+    print(f"ledger BROKEN: {result.first_error}")
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=cmd_ui)
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.set_defaults(func=cmd_migrate)
+    ledger = sub.add_parser("ledger", help="the audit ledger").add_subparsers(dest="ledger_command", required=True)
+    ledger.add_parser("verify", help="recompute the hash chain and every balance; exit 1 on any break"
+                      ).set_defaults(func=cmd_ledger_verify)
     return parser
 
 
@@ -229,14 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_warnings()
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except BillingError as exc:
         print(f"billing: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # bad --month and similar argument errors
         print(f"billing: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
