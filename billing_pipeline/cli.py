@@ -6,6 +6,7 @@
     billing ui        start the Dagster webserver and daemon on the same state, print the URL
     billing migrate   apply database migrations
     billing ledger verify  recompute the ledger's hash chain and balances
+    billing audit verify   check a signed audit snapshot offline (signature, hashes, Merkle root)
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _close(db_url: str, period: Period) -> None:
     from .instance import get_instance
 
     done = _step(f"closing {period.label} in Dagster (usage_rollups: all {len(period.days())} days and the edge days "
-                 "in one run; then rated_charges and invoice_drafts)")
+                 "in one run; then rated_charges, invoice_drafts and the signed audit_snapshot)")
     with get_instance(db_url) as instance:
         result = close_month(instance, period)
     print(f"   runs {result.rollup_run_id} and {result.billing_run_id}")
@@ -110,6 +111,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(format_month_summary(db_url, period))
     print()
     prefix = "" if os.environ.get(settings.STATE_DIR_ENV) is None else f"{settings.STATE_DIR_ENV}={settings.state_dir()} "
+    snapshot = settings.state_dir() / "audit" / "snapshots" / period.label
+    if snapshot.is_dir():
+        print("Signed audit snapshot (Ed25519, Merkle root over the invoice lines), verify it offline:")
+        print(f"    {_this_command()} audit verify {snapshot} --public-key {snapshot / 'public_key.pem'}")
+        print()
     print("See the same data in the Dagster UI (asset graph, runs, metadata):")
     print(f"    {prefix}{_this_command()} ui        # then open http://127.0.0.1:3000")
 
@@ -204,6 +210,68 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _load_snapshot(target: str) -> tuple[dict[str, bytes], dict[str, str], str | None]:
+    from pathlib import Path
+
+    if target.startswith("s3://"):
+        from .stores.audit_bucket import AuditBucket
+
+        bucket, _, prefix = target[5:].partition("/")
+        store = AuditBucket(bucket, settings.env(settings.AUDIT_S3_ENDPOINT_ENV),
+                            access_key=settings.env(settings.AUDIT_S3_ACCESS_KEY_ENV),
+                            secret_key=settings.env(settings.AUDIT_S3_SECRET_KEY_ENV))
+        objects, versions = store.download(prefix.rstrip("/"))
+        return objects, versions, prefix.rstrip("/")
+    folder = Path(target)
+    if not folder.is_dir():
+        raise BillingError(f"{target}: not a directory or an s3://bucket/prefix")
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}, {}, None
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .domain.audit import prove_line, verify_snapshot
+
+    objects, versions, _ = _load_snapshot(args.target)
+    if not objects:
+        raise BillingError(f"{args.target}: no snapshot objects found")
+    check = verify_snapshot(objects, Path(args.public_key).read_bytes())
+    problems = list(check.problems)
+    if args.ledger and versions and check.manifest:
+        problems += _ledger_version_problems(check.manifest, versions)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if not problems:
+        m = check.manifest
+        print(f"snapshot OK: {m['month']}, {len(m['files'])} files, {m['invoice_lines']:,} invoice lines, "
+              f"merkle root {m['merkle_root']}, signature valid")
+    if args.prove_line and check.manifest:
+        line, path, ok = prove_line(objects, args.prove_line)
+        print(f"line: {line.decode()}")
+        for side, sibling in path:
+            print(f"  {side} {sibling}")
+        print(f"proof {'leads to' if ok else 'does NOT lead to'} merkle root {check.manifest['merkle_root']}")
+        problems += [] if ok else ["Merkle proof failed"]
+    return 1 if problems else 0
+
+
+def _ledger_version_problems(manifest: dict, versions: dict[str, str]) -> list[str]:
+    """Each object's current version must be the one the ledger recorded at upload."""
+    from .stores.postgres import connect
+
+    with connect(_database()) as conn:
+        rows = conn.execute("""SELECT account FROM ledger WHERE event = 'AUDIT_SNAPSHOT' AND entity_id LIKE %s
+                               ORDER BY entry_id""", (f"{manifest['month']}:%",)).fetchall()
+    recorded = {}
+    for (account,) in rows:
+        if account.startswith("audit:") and "@" in account:
+            name, _, version = account[len("audit:"):].rpartition("@")
+            recorded[name] = version
+    return [f"{name}: current version {versions[name]} is not the version {recorded.get(name)} the ledger recorded"
+            for name in sorted(versions) if recorded.get(name) != versions[name]]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -231,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="the audit ledger").add_subparsers(dest="ledger_command", required=True)
     ledger.add_parser("verify", help="recompute the hash chain and every balance; exit 1 on any break"
                       ).set_defaults(func=cmd_ledger_verify)
+    audit = sub.add_parser("audit", help="signed audit snapshots").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser("verify", help="check a snapshot's signature, file hashes and Merkle root offline")
+    verify.add_argument("target", help="s3://bucket/prefix (endpoint from BILLING_AUDIT_S3_ENDPOINT) or a directory")
+    verify.add_argument("--public-key", required=True, help="PEM file of the Ed25519 public key")
+    verify.add_argument("--prove-line", metavar="INVOICE_ID#LINE_NO", help="print and check one line's Merkle path")
+    verify.add_argument("--ledger", action="store_true",
+                        help="also check each object's S3 version against the ledger (needs the billing database)")
+    verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from .assets.audit_snapshot import audit_snapshot
 from .assets.invoice_drafts import invoice_drafts
 from .assets.partitions import BILLING_START_DATE, daily_partitions, monthly_partitions
 from .assets.rated_charges import rated_charges
@@ -84,10 +85,10 @@ def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dic
     _raise_if_failed(rollups, f"usage_rollups {days[0]}..{days[-1]}")
     billing = job.execute_in_process(
         instance=instance,
-        asset_selection=[rated_charges.key, invoice_drafts.key],
+        asset_selection=[rated_charges.key, invoice_drafts.key, audit_snapshot.key],
         partition_key=period.start.isoformat(),
         run_config=_QUIET,
         raise_on_error=False,
     )
-    _raise_if_failed(billing, f"rated_charges/invoice_drafts {period.start}")
+    _raise_if_failed(billing, f"rated_charges/invoice_drafts/audit_snapshot {period.start}")
     return CloseResult(rollups.run_id, billing.run_id)

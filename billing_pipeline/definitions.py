@@ -5,13 +5,15 @@ from __future__ import annotations
 import dagster as dg
 
 from . import settings
+from .assets.audit_snapshot import audit_snapshot
 from .assets.invoice_drafts import invoice_drafts
 from .assets.rated_charges import contracts, rated_charges
 from .assets.usage_rollups import requests_raw, usage_rollups
 from .resources import BillingDatabase, ClickHouseResource, OpenMeterResource
+from .resources.audit_storage import AuditStorageResource
 from .sensors.automation import billing_automation_sensor
 
-ASSETS = [requests_raw, contracts, usage_rollups, rated_charges, invoice_drafts]
+ASSETS = [requests_raw, contracts, usage_rollups, rated_charges, invoice_drafts, audit_snapshot]
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -29,6 +31,10 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "billing_db": BillingDatabase(url=_secret(settings.DATABASE_URL_ENV)),
         "openmeter": OpenMeterResource(url=_secret(settings.OPENMETER_URL_ENV),
                                        token=_secret(settings.OPENMETER_TOKEN_ENV)),
+        "audit_storage": AuditStorageResource(
+            endpoint_url=_secret(settings.AUDIT_S3_ENDPOINT_ENV), bucket=settings.env(settings.AUDIT_S3_BUCKET_ENV)
+            or "billing-audit", access_key=_secret(settings.AUDIT_S3_ACCESS_KEY_ENV),
+            secret_key=_secret(settings.AUDIT_S3_SECRET_KEY_ENV)),
     }
 
 

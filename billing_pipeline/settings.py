@@ -10,6 +10,9 @@ in CI and in production (real servers):
                              named <billing db>_dagster on the same server.
 - BILLING_CLICKHOUSE_URL     ClickHouse server (http[s]://host:port[/database]); unset -> chdb.
 - BILLING_CLICKHOUSE_USER, BILLING_CLICKHOUSE_PASSWORD  credentials for that server.
+- BILLING_AUDIT_S3_ENDPOINT, _BUCKET, _ACCESS_KEY, _SECRET_KEY  S3-compatible storage (Object
+                             Lock) for signed audit snapshots; unset -> an ephemeral moto server.
+- BILLING_AUDIT_SIGNING_KEY or BILLING_AUDIT_SIGNING_KEY_FILE  the Ed25519 key (PEM) that signs them.
 - BILLING_OPENMETER_URL, BILLING_OPENMETER_TOKEN  read daily usage from OpenMeter's meter query API
                              instead of ClickHouse (optional).
 """
@@ -27,6 +30,10 @@ CLICKHOUSE_USER_ENV = "BILLING_CLICKHOUSE_USER"
 CLICKHOUSE_PASSWORD_ENV = "BILLING_CLICKHOUSE_PASSWORD"
 OPENMETER_URL_ENV = "BILLING_OPENMETER_URL"
 OPENMETER_TOKEN_ENV = "BILLING_OPENMETER_TOKEN"
+AUDIT_S3_ENDPOINT_ENV = "BILLING_AUDIT_S3_ENDPOINT"
+AUDIT_S3_BUCKET_ENV = "BILLING_AUDIT_S3_BUCKET"
+AUDIT_S3_ACCESS_KEY_ENV = "BILLING_AUDIT_S3_ACCESS_KEY"
+AUDIT_S3_SECRET_KEY_ENV = "BILLING_AUDIT_S3_SECRET_KEY"
 
 
 def state_dir() -> Path:

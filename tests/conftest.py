@@ -12,6 +12,7 @@ import pytest
 
 from billing_pipeline.definitions import ASSETS
 from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource
+from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.stores.clickhouse import ChdbStore, ensure_schema
 from billing_pipeline.stores.postgres import migrate, with_database
 
@@ -28,6 +29,12 @@ def _local_pg_up() -> bool:
         return False
     except psycopg.Error:
         return False
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory, monkeypatch):
+    """Embedded artefacts (signing key, audit copies) go to a temporary state dir, not the repo."""
+    monkeypatch.setenv("BILLING_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +95,7 @@ def billing_defs(db_url, chdb_path, usage_store) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         resources={"clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url),
-                   "openmeter": OpenMeterResource()},
+                   "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource()},
         executor=dg.in_process_executor,
     )
 

@@ -19,6 +19,7 @@ def test_definitions_load_with_lineage():
     assert parents["usage_rollups"] == {"requests_raw"}
     assert parents["rated_charges"] == {"usage_rollups", "contracts"}
     assert parents["invoice_drafts"] == {"rated_charges"}
+    assert parents["audit_snapshot"] == {"invoice_drafts"}
     rollups = graph.get(dg.AssetKey("usage_rollups"))
     assert isinstance(rollups.partitions_def, dg.DailyPartitionsDefinition)
     assert rollups.partitions_def.timezone == "UTC"

@@ -40,6 +40,9 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
             r"(\w{3}): subtotal ([\d,.]+), tax ([\d,.]+), total ([\d,.]+)", out):
         assert Decimal(subtotal.replace(",", "")) + Decimal(tax.replace(",", "")) == Decimal(total.replace(",", ""))
     assert "billing ui" in out
+    assert "audit verify" in out  # the demo's signed snapshot, kept in the state dir
+    snapshot = tmp_path / "state" / "audit" / "snapshots" / "2026-10"
+    assert (snapshot / "manifest.sig").exists()
 
     # Dagster's runs were stored in the embedded PostgreSQL through dagster-postgres.
     dagster_yaml = (tmp_path / "state" / "dagster" / "dagster.yaml").read_text()
@@ -93,7 +96,8 @@ def _check_ui_shows_runs(tmp_path, run_ids: set[str]) -> None:
         assert f"Dagster UI: http://127.0.0.1:{port}" in line
         data = _graphql(port, "{ assetNodes { assetKey { path } } runsOrError { ... on Runs { results { runId status } } } }")
         assert {tuple(n["assetKey"]["path"]) for n in data["assetNodes"]} == {
-            ("requests_raw",), ("contracts",), ("usage_rollups",), ("rated_charges",), ("invoice_drafts",)}
+            ("requests_raw",), ("contracts",), ("usage_rollups",), ("rated_charges",), ("invoice_drafts",),
+            ("audit_snapshot",)}
         assert {r["runId"] for r in data["runsOrError"]["results"] if r["status"] == "SUCCESS"} == run_ids
     finally:
         os.killpg(ui.pid, signal.SIGTERM)

@@ -1,0 +1,56 @@
+"""audit_snapshot: the month's signed, immutable export (S3 Object Lock), recorded in the ledger."""
+
+import json
+import os
+
+import dagster as dg
+
+from .. import settings
+from ..domain.audit import MANIFEST
+from ..domain.periods import Period
+from ..resources import BillingDatabase
+from ..resources.audit_storage import AuditStorageResource, embedded_signing_key
+from ..steps.audit import SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV, load_signing_key, record_in_ledger, snapshot_month
+from .invoice_drafts import invoice_drafts
+from .partitions import monthly_partitions
+from .reporting import failures_as_messages, markdown_table
+
+
+@dg.asset(
+    deps=[invoice_drafts],
+    partitions_def=monthly_partitions,
+    group_name="proof",
+    kinds={"s3", "postgres"},
+)
+def audit_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
+                   audit_storage: AuditStorageResource) -> dg.MaterializeResult:
+    """Usage rollups, source totals, rated charges, FX rates, invoices and lines, contract document
+    hashes: CSV files, a manifest of their SHA-256 and a Merkle root over the invoice lines, signed
+    with Ed25519, uploaded with Object Lock (COMPLIANCE), read back, then the manifest hash and every
+    object's version id appended to the hash-chained ledger."""
+    period = Period.parse_month(context.partition_key)
+    prefix = f"snapshots/{period.label}"
+    with failures_as_messages():
+        configured = os.environ.get(SIGNING_KEY_ENV) or os.environ.get(SIGNING_KEY_FILE_ENV)
+        key = load_signing_key() if configured or not audit_storage.embedded else embedded_signing_key()
+        db_url = billing_db.get_url()
+        objects = snapshot_month(db_url, period, key)
+        with audit_storage.open_bucket() as bucket:
+            versions = bucket.upload(prefix, objects)
+            location = f"s3://{bucket.bucket}/{prefix}"
+        manifest_sha = record_in_ledger(db_url, period, objects, versions, location)
+        if audit_storage.embedded:  # the ephemeral bucket goes with the run: keep a copy to verify
+            copy = settings.state_dir() / "audit" / prefix
+            copy.mkdir(parents=True, exist_ok=True)
+            for name, data in objects.items():
+                (copy / name).write_bytes(data)
+            location = f"{location} (embedded moto, not kept; copy in {copy})"
+    manifest = json.loads(objects[MANIFEST])
+    return dg.MaterializeResult(metadata={
+        "location": location,
+        "manifest_sha256": manifest_sha,
+        "merkle_root": manifest["merkle_root"],
+        "invoice_lines": manifest["invoice_lines"],
+        "objects": markdown_table(["object", "bytes", "version id"],
+                                  [(name, len(data), versions[name]) for name, data in sorted(objects.items())]),
+    })

@@ -1,0 +1,105 @@
+"""audit_snapshot: a month's canonical export, signed, stored immutably, recorded in the ledger."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..domain.audit import MANIFEST, build_snapshot, sha256_hex
+from ..domain.ledger import Posting, _tx
+from ..domain.periods import Period
+from ..errors import ConfigError
+from ..stores.ledger import append
+from ..stores.postgres import transaction
+
+SIGNING_KEY_ENV = "BILLING_AUDIT_SIGNING_KEY"  # PEM text of an Ed25519 private key
+SIGNING_KEY_FILE_ENV = "BILLING_AUDIT_SIGNING_KEY_FILE"
+
+# name -> query over the month (%(start)s, %(end)s); ORDER BY makes each export byte-stable.
+EXPORTS = {
+    "usage_rollups.csv": """SELECT day, org_id, project_id, chain, requests, successful_requests, error_requests,
+                                   bytes_out FROM usage_rollups WHERE day >= %(start)s AND day < %(end)s
+                            ORDER BY day, org_id, project_id, chain""",
+    "source_totals.csv": """SELECT day, raw_rows, duplicate_rows, quarantined_rows, requests, bytes_out, source_engine,
+                                   source_query_sha256 FROM usage_rollup_days WHERE day >= %(start)s AND day < %(end)s
+                            ORDER BY day""",
+    "rated_charges.csv": """SELECT charge_id, contract_id, position, kind, chain, meter, description, quantity,
+                                   unit_price, amount, currency, details::text FROM rated_charges
+                            WHERE period_start = %(start)s ORDER BY contract_id, position""",
+    "fx_rates.csv": """SELECT rate_date, source, base_currency, quote_currency, kind, unit, rate, bulletin_sha256
+                       FROM fx_rates WHERE rate_date >= %(start)s - 7 AND rate_date < %(end)s ORDER BY 1, 2, 3, 4, 5""",
+    "invoices.csv": """SELECT invoice_id, contract_id, org_id, period_start, period_end, version, status, currency,
+                              subtotal, tax_rate, tax, credits_applied, total, fx_snapshot_ref, contract_doc_sha256
+                       FROM invoices WHERE period_start = %(start)s ORDER BY invoice_id""",
+    "invoice_lines.csv": """SELECT l.invoice_id, l.line_no, l.charge_id, l.description, l.quantity, l.unit_price,
+                                   l.amount, l.currency FROM invoice_lines l JOIN invoices i USING (invoice_id)
+                            WHERE i.period_start = %(start)s ORDER BY l.invoice_id, l.line_no""",
+    "contracts.csv": """SELECT contract_id, org_id, plan_id, contract_type, currency, region, start_at, end_at,
+                               signed_doc_url, signed_doc_sha256 FROM contracts
+                        WHERE start_at < %(end)s ORDER BY contract_id""",
+}
+
+
+def load_signing_key() -> Ed25519PrivateKey:
+    pem = os.environ.get(SIGNING_KEY_ENV)
+    path = os.environ.get(SIGNING_KEY_FILE_ENV)
+    if not pem and path:
+        try:
+            pem = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{SIGNING_KEY_FILE_ENV}={path!r}: cannot read the signing key ({exc.strerror})") from None
+    if not pem:
+        raise ConfigError(f"no audit signing key: set {SIGNING_KEY_ENV} (PEM) or {SIGNING_KEY_FILE_ENV} (a PEM file)")
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"the audit signing key ({SIGNING_KEY_ENV} / {SIGNING_KEY_FILE_ENV}) is not a PEM private "
+                          "key") from None  # never the key itself in the message
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError("the audit signing key must be an Ed25519 key")
+    return key
+
+
+def export_month(db_url: str, period: Period) -> dict[str, bytes]:
+    files = {}
+    with transaction(db_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # one consistent picture
+        for name, query in EXPORTS.items():
+            cur = conn.execute(query, {"start": period.start, "end": period.end})
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow([c.name for c in cur.description])
+            writer.writerows(cur.fetchall())
+            files[name] = buf.getvalue().encode()
+    return files
+
+
+def snapshot_month(db_url: str, period: Period, key: Ed25519PrivateKey,
+                   created_at: datetime | None = None) -> dict[str, bytes]:
+    created = (created_at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return build_snapshot(period.label, created, export_month(db_url, period), key)
+
+
+def record_in_ledger(db_url: str, period: Period, objects: dict[str, bytes], versions: dict[str, str],
+                     location: str) -> str:
+    """After the upload is complete and verified: the manifest hash and every object's version id go
+    into the hash-chained ledger (zero-amount memo postings, one per object)."""
+    manifest_sha = sha256_hex(objects[MANIFEST])
+    postings = [Posting(f"audit:{name}@{versions[name]}", _zero(), "XXX") for name in sorted(objects)]
+    postings.append(Posting(f"audit:location:{location}", _zero(), "XXX"))
+    tx = _tx("AUDIT_SNAPSHOT", "audit_snapshot", f"{period.label}:{manifest_sha}", postings)
+    with transaction(db_url) as conn:
+        append(conn, [tx])
+    return manifest_sha
+
+
+def _zero():
+    from decimal import Decimal
+
+    return Decimal("0.0000")

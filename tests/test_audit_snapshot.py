@@ -1,0 +1,140 @@
+"""Signed audit snapshots on a moto S3 server over HTTP: Object Lock, offline verify, tampering."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import boto3
+import dagster as dg
+import psycopg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from billing_pipeline.close import close_month
+from billing_pipeline.definitions import ASSETS
+from billing_pipeline.domain.periods import Period
+from billing_pipeline.errors import ConfigError
+from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource
+from billing_pipeline.resources.audit_storage import AuditStorageResource
+from billing_pipeline.steps.audit import load_signing_key
+from billing_pipeline.stores.audit_bucket import AuditBucket, AuditStorageError
+from billing_pipeline.stores.ledger import verify
+
+PREFIX = "snapshots/2026-10"
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def signing_key(monkeypatch, tmp_path):
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    monkeypatch.setenv("BILLING_AUDIT_SIGNING_KEY", pem)
+    public = tmp_path / "public_key.pem"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return public
+
+
+@pytest.fixture
+def snapshot(october, chdb_path, instance, s3_endpoint, signing_key):
+    AuditBucket("audit-test", s3_endpoint).create()
+    defs = dg.Definitions(assets=ASSETS, executor=dg.in_process_executor, resources={
+        "clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=october),
+        "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource(endpoint_url=s3_endpoint,
+                                                                                bucket="audit-test")})
+    close_month(instance, Period.parse_month("2026-10"), definitions=defs)  # ends with audit_snapshot
+    assert instance.get_latest_materialization_event(dg.AssetKey("audit_snapshot")) is not None
+    return october
+
+
+def run_verify(*args, db_url=None, endpoint=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_")}
+    env.update({"BILLING_AUDIT_S3_ENDPOINT": endpoint or "", "BILLING_DATABASE_URL": db_url or ""})
+    return subprocess.run([sys.executable, "-m", "billing_pipeline.cli", "audit", "verify", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpoint, signing_key):
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    assert s3.get_object_lock_configuration(Bucket="audit-test")["ObjectLockConfiguration"]["ObjectLockEnabled"] \
+        == "Enabled"
+    names = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="audit-test", Prefix=PREFIX)["Contents"])
+    assert names == [f"{PREFIX}/{n}" for n in ["contracts.csv", "fx_rates.csv", "invoice_lines.csv", "invoices.csv",
+                                              "manifest.json", "manifest.sig", "public_key.pem",
+                                              "rated_charges.csv", "source_totals.csv", "usage_rollups.csv"]]
+    head = s3.head_object(Bucket="audit-test", Key=f"{PREFIX}/manifest.json")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ObjectLockRetainUntilDate"].year >= 2036  # ten years
+    with pytest.raises(AuditStorageError, match="AccessDenied"):
+        AuditBucket("audit-test", s3_endpoint).delete_version(PREFIX, "manifest.json", head["VersionId"])
+
+    ok = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
+                    "--prove-line", "CTR-A:2026-10:v1#2", db_url=snapshot, endpoint=s3_endpoint)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "snapshot OK: 2026-10, 7 files, 9 invoice lines" in ok.stdout
+    assert "line: CTR-A:2026-10:v1,2," in ok.stdout and "proof leads to merkle root" in ok.stdout
+
+    with psycopg.connect(snapshot) as conn:
+        assert verify(conn).ok
+        accounts = [r[0] for r in conn.execute(
+            "SELECT account FROM ledger WHERE event = 'AUDIT_SNAPSHOT' ORDER BY entry_id")]
+    assert len(accounts) == 11 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"
+    assert any(a.startswith("audit:manifest.json@") for a in accounts)
+
+
+def test_an_overwrite_is_detected_by_hash_and_by_the_ledger(snapshot, s3_endpoint, signing_key):
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.put_object(Bucket="audit-test", Key=f"{PREFIX}/invoice_lines.csv", Body=b"invoice_id,line_no\nforged,1\n")
+    bad = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
+                     db_url=snapshot, endpoint=s3_endpoint)
+    assert bad.returncode == 1
+    assert "FAIL invoice_lines.csv: SHA-256" in bad.stdout
+    assert "FAIL invoice_lines.csv: the Merkle root of its lines differs" in bad.stdout
+    assert "FAIL invoice_lines.csv: current version" in bad.stdout and "is not the version" in bad.stdout
+
+
+def test_any_changed_byte_fails_and_names_the_file(snapshot, s3_endpoint, signing_key, tmp_path):
+    objects, _ = AuditBucket("audit-test", s3_endpoint).download(PREFIX)
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    for name, data in objects.items():
+        (folder / name).write_bytes(data)
+    assert run_verify(str(folder), "--public-key", str(signing_key)).returncode == 0
+    invoices = (folder / "invoices.csv").read_bytes()
+    (folder / "invoices.csv").write_bytes(invoices.replace(b"30000.0000", b"30000.0001"))
+    bad = run_verify(str(folder), "--public-key", str(signing_key))
+    assert bad.returncode == 1 and bad.stdout.startswith("FAIL invoices.csv: SHA-256")
+    (folder / "invoices.csv").write_bytes(invoices)
+    manifest = (folder / "manifest.json").read_bytes()
+    (folder / "manifest.json").write_bytes(manifest.replace(b'"month":"2026-10"', b'"month":"2026-11"'))
+    bad = run_verify(str(folder), "--public-key", str(signing_key))
+    assert bad.returncode == 1 and "FAIL manifest.json: the signature does not match" in bad.stdout
+
+
+def test_bad_key_and_unlocked_bucket_fail_clearly(monkeypatch, s3_endpoint):
+    monkeypatch.setenv("BILLING_AUDIT_SIGNING_KEY", "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----")
+    with pytest.raises(ConfigError) as err:
+        load_signing_key()
+    assert "is not a PEM private key" in str(err.value) and "not a key" not in str(err.value)
+    monkeypatch.delenv("BILLING_AUDIT_SIGNING_KEY")
+    with pytest.raises(ConfigError, match="no audit signing key"):
+        load_signing_key()
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="plain")
+    with pytest.raises(AuditStorageError, match="has no Object Lock|ObjectLockConfigurationNotFound"):
+        AuditBucket("plain", s3_endpoint).upload("x", {"a": b"1"})
