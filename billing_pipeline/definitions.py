@@ -34,7 +34,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "audit_storage": AuditStorageResource(
             endpoint_url=_secret(settings.AUDIT_S3_ENDPOINT_ENV), bucket=settings.env(settings.AUDIT_S3_BUCKET_ENV)
             or "billing-audit", access_key=_secret(settings.AUDIT_S3_ACCESS_KEY_ENV),
-            secret_key=_secret(settings.AUDIT_S3_SECRET_KEY_ENV)),
+            secret_key=_secret(settings.AUDIT_S3_SECRET_KEY_ENV),
+            retention_years=int(settings.env(settings.AUDIT_RETENTION_YEARS_ENV) or 10)),
     }
 
 

@@ -13,6 +13,7 @@ in CI and in production (real servers):
 - BILLING_AUDIT_S3_ENDPOINT, _BUCKET, _ACCESS_KEY, _SECRET_KEY  S3-compatible storage (Object
                              Lock) for signed audit snapshots; unset -> an ephemeral moto server.
 - BILLING_AUDIT_SIGNING_KEY or BILLING_AUDIT_SIGNING_KEY_FILE  the Ed25519 key (PEM) that signs them.
+- BILLING_AUDIT_RETENTION_YEARS  Object Lock retention of snapshots (default 10 years).
 - BILLING_OPENMETER_URL, BILLING_OPENMETER_TOKEN  read daily usage from OpenMeter's meter query API
                              instead of ClickHouse (optional).
 """
@@ -34,6 +35,7 @@ AUDIT_S3_ENDPOINT_ENV = "BILLING_AUDIT_S3_ENDPOINT"
 AUDIT_S3_BUCKET_ENV = "BILLING_AUDIT_S3_BUCKET"
 AUDIT_S3_ACCESS_KEY_ENV = "BILLING_AUDIT_S3_ACCESS_KEY"
 AUDIT_S3_SECRET_KEY_ENV = "BILLING_AUDIT_S3_SECRET_KEY"
+AUDIT_RETENTION_YEARS_ENV = "BILLING_AUDIT_RETENTION_YEARS"
 
 
 def state_dir() -> Path:

@@ -138,3 +138,16 @@ def test_bad_key_and_unlocked_bucket_fail_clearly(monkeypatch, s3_endpoint):
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="plain")
     with pytest.raises(AuditStorageError, match="has no Object Lock|ObjectLockConfigurationNotFound"):
         AuditBucket("plain", s3_endpoint).upload("x", {"a": b"1"})
+
+
+def test_s3_outage_is_one_clear_error():
+    from billing_pipeline.errors import StoreUnavailableError
+
+    with pytest.raises(StoreUnavailableError, match="S3 at http://127.0.0.1:1 unreachable during GetObjectLockConfiguration"):
+        AuditBucket("audit", "http://127.0.0.1:1").upload("x", {"a": b"1"})
+
+
+def test_the_snapshot_check_is_green(snapshot, instance):
+    key = dg.AssetCheckKey(dg.AssetKey("audit_snapshot"), "snapshot_verifies")
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+    assert record.event.dagster_event.event_specific_data.passed is True

@@ -6,7 +6,7 @@ import os
 import dagster as dg
 
 from .. import settings
-from ..domain.audit import MANIFEST
+from ..domain.audit import MANIFEST, PUBLIC_KEY, verify_snapshot
 from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..resources.audit_storage import AuditStorageResource, embedded_signing_key
@@ -21,6 +21,8 @@ from .reporting import failures_as_messages, markdown_table
     partitions_def=monthly_partitions,
     group_name="proof",
     kinds={"s3", "postgres"},
+    check_specs=[dg.AssetCheckSpec("snapshot_verifies", asset="audit_snapshot",
+                                   description="The stored snapshot's signature, file hashes and Merkle root check out.")],
 )
 def audit_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
                    audit_storage: AuditStorageResource) -> dg.MaterializeResult:
@@ -36,8 +38,10 @@ def audit_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabas
         db_url = billing_db.get_url()
         objects = snapshot_month(db_url, period, key)
         with audit_storage.open_bucket() as bucket:
-            versions = bucket.upload(prefix, objects)
+            versions = bucket.upload(prefix, objects)  # read back and compared before it returns
             location = f"s3://{bucket.bucket}/{prefix}"
+            stored, _ = bucket.download(prefix)
+            check = verify_snapshot(stored, objects[PUBLIC_KEY])
         manifest_sha = record_in_ledger(db_url, period, objects, versions, location)
         if audit_storage.embedded:  # the ephemeral bucket goes with the run: keep a copy to verify
             copy = settings.state_dir() / "audit" / prefix
@@ -46,7 +50,9 @@ def audit_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabas
                 (copy / name).write_bytes(data)
             location = f"{location} (embedded moto, not kept; copy in {copy})"
     manifest = json.loads(objects[MANIFEST])
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
+        check_name="snapshot_verifies", passed=check.ok, metadata={"problems": "; ".join(check.problems) or "none"},
+    )], metadata={
         "location": location,
         "manifest_sha256": manifest_sha,
         "merkle_root": manifest["merkle_root"],
