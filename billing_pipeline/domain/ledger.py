@@ -117,3 +117,13 @@ def credit_consumed(invoice_id: str, org_id: str, currency: str, amount: Decimal
 
 def adjustment(entity_type: str, entity_id: str, postings: list[Posting]) -> LedgerTransaction:
     return _tx("ADJUSTMENT", entity_type, entity_id, postings)
+
+
+def audit_snapshot_recorded(month: str, manifest_sha256: str, versions: dict[str, str],
+                            location: str) -> LedgerTransaction:
+    """Memo entries (zero amounts, currency XXX = no currency): the manifest hash in the entity id and
+    one entry per stored object naming its S3 version, so the chain holds what was locked."""
+    zero = Decimal("0.0000")
+    postings = [Posting(f"audit:{name}@{version}", zero, "XXX") for name, version in sorted(versions.items())]
+    postings.append(Posting(f"audit:location:{location}", zero, "XXX"))
+    return _tx("AUDIT_SNAPSHOT", "audit_snapshot", f"{month}:{manifest_sha256}", postings)

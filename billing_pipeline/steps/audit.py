@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..domain.audit import MANIFEST, build_snapshot, sha256_hex
-from ..domain.ledger import Posting, _tx
+from ..domain.ledger import audit_snapshot_recorded
 from ..domain.periods import Period
 from ..errors import ConfigError
 from ..stores.ledger import append
@@ -91,15 +91,7 @@ def record_in_ledger(db_url: str, period: Period, objects: dict[str, bytes], ver
     """After the upload is complete and verified: the manifest hash and every object's version id go
     into the hash-chained ledger (zero-amount memo postings, one per object)."""
     manifest_sha = sha256_hex(objects[MANIFEST])
-    postings = [Posting(f"audit:{name}@{versions[name]}", _zero(), "XXX") for name in sorted(objects)]
-    postings.append(Posting(f"audit:location:{location}", _zero(), "XXX"))
-    tx = _tx("AUDIT_SNAPSHOT", "audit_snapshot", f"{period.label}:{manifest_sha}", postings)
+    tx = audit_snapshot_recorded(period.label, manifest_sha, {name: versions[name] for name in objects}, location)
     with transaction(db_url) as conn:
         append(conn, [tx])
     return manifest_sha
-
-
-def _zero():
-    from decimal import Decimal
-
-    return Decimal("0.0000")
