@@ -1,1 +1,0 @@
-"""Usage-to-invoice billing pipeline for a multi-chain RPC provider."""

@@ -1,1 +1,0 @@
-"""Dagster assets: thin wrappers that read a partition, call ``billing_pipeline.steps`` and report."""

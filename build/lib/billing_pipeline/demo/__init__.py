@@ -1,1 +1,0 @@
-"""Demo and scale data: a deterministic usage generator and demo plans, customers and contracts."""

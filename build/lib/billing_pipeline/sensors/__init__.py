@@ -1,1 +1,0 @@
-"""Sensors: what starts runs without a person. Sinks (Stripe, Parasut) join here later."""
