@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalog"
 
@@ -34,3 +35,14 @@ def describe(error: dict, raw: object, collection: str, id_field: str, noun: str
     message = error["msg"].removeprefix("Value error, ")
     head = ", ".join(p for p in (where, field) if p)
     return f"{head}: {message}" if head else message
+
+
+def load_catalog(path: Path, model: type[BaseModel], error: type[Exception], collection: str = "",
+                 id_field: str = "", noun: str = "", hidden: tuple[str, ...] = ()) -> BaseModel:
+    """A catalog file validated by ``model``; the first problem raised as ``error``, naming the file,
+    the item (``noun`` + its ``id_field`` within ``collection``) and the field."""
+    raw = read_yaml(path, error)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(f"{path.name}: {describe(exc.errors()[0], raw, collection, id_field, noun, hidden)}") from None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BillingError
-from .catalog_files import CATALOG_DIR, read_yaml
+from .catalog_files import CATALOG_DIR, load_catalog
 
 
 class ChainFileError(BillingError):
@@ -22,12 +22,7 @@ class _ChainFile(BaseModel):
 
 def load_chains(path: Path | None = None) -> dict[str, str]:
     """Chain id -> display name, in the file's order."""
-    path = path or CATALOG_DIR / "chains.yaml"
-    raw = read_yaml(path, ChainFileError)
-    try:
-        return _ChainFile.model_validate(raw).chains
-    except ValidationError as exc:
-        raise ChainFileError(f"{path.name}: {exc.errors()[0]['msg']}") from None
+    return load_catalog(path or CATALOG_DIR / "chains.yaml", _ChainFile, ChainFileError).chains
 
 
 @lru_cache(maxsize=1)

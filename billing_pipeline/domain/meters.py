@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import BillingError
-from .catalog_files import CATALOG_DIR, describe, read_yaml
+from .catalog_files import CATALOG_DIR, load_catalog
 
 # Event types and the filter each applies to requests_raw rows: (column, operator, value) or None.
 EVENT_TYPES: dict[str, tuple[str, str, int] | None] = {
@@ -117,18 +117,9 @@ class ComputeUnitWeights(BaseModel):
 
 
 def load_meters(path: Path | None = None) -> list[Meter]:
-    path = path or CATALOG_DIR / "meters.yaml"
-    raw = read_yaml(path, MeterFileError)
-    try:
-        return _MeterFile.model_validate(raw).meters
-    except ValidationError as exc:
-        raise MeterFileError(f"{path.name}: {describe(exc.errors()[0], raw, 'meters', 'slug', 'meter')}") from None
+    return load_catalog(path or CATALOG_DIR / "meters.yaml", _MeterFile, MeterFileError, "meters", "slug",
+                        "meter").meters
 
 
 def load_compute_units(path: Path | None = None) -> ComputeUnitWeights:
-    path = path or CATALOG_DIR / "compute_units.yaml"
-    raw = read_yaml(path, MeterFileError)
-    try:
-        return ComputeUnitWeights.model_validate(raw)
-    except ValidationError as exc:
-        raise MeterFileError(f"{path.name}: {describe(exc.errors()[0], raw, 'meters', 'slug', 'meter')}") from None
+    return load_catalog(path or CATALOG_DIR / "compute_units.yaml", ComputeUnitWeights, MeterFileError)

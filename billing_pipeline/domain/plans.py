@@ -6,10 +6,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import BillingError
-from .catalog_files import CATALOG_DIR, describe, read_yaml
+from .catalog_files import CATALOG_DIR, load_catalog
 from .money import minor_units
 from .price_models import PriceModel
 
@@ -111,13 +111,8 @@ class _PlanFile(_Model):
 def load_plans(path: Path | None = None, known_meters: set[str] | None = None) -> dict[str, Plan]:
     """The plans of a plan file, by id; every charge must price a declared meter."""
     path = path or CATALOG_DIR / "plans.yaml"
-    raw = read_yaml(path, PlanFileError)
-    try:
-        plans = _PlanFile.model_validate(raw).plans
-    except ValidationError as exc:
-        # pydantic names the price model's union tag in paths (charges.0.price.graduated.tiers): hide it
-        detail = describe(exc.errors()[0], raw, "plans", "plan_id", "plan", hidden=_PRICE_TAGS)
-        raise PlanFileError(f"{path.name}: {detail}") from None
+    # pydantic names the price model's union tag in paths (charges.0.price.graduated.tiers): hidden
+    plans = load_catalog(path, _PlanFile, PlanFileError, "plans", "plan_id", "plan", hidden=_PRICE_TAGS).plans
     if known_meters is not None:
         for plan in plans:
             for i, charge in enumerate(plan.charges):

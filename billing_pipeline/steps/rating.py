@@ -174,13 +174,13 @@ def _rate_all(conn: psycopg.Connection, period: Period, meters: MeterSet, terms:
     amendments = _amendments(conn, period, plans)
     discounts = _discounts(conn, period)
     zoned = sorted(t.contract_id for t in terms if _zoned(t))
-    by_day = sorted({t.contract_id for t in terms if t.contract_id in amendments} | set(zoned))
+    by_day = {t.contract_id for t in terms if t.contract_id in amendments} | set(zoned)
     monthly = _usage(conn, period, meters)
-    daily = _usage(conn, period, meters, by_day_for=by_day) if by_day else {}
+    daily = _usage(conn, period, meters, by_day_for=sorted(by_day)) if by_day else {}
     before = _usage(conn, period, meters, by_day_for=zoned, table="usage_before_local_midnight") if zoned else {}
     months = []
     for t in terms:
-        if t.contract_id in daily or t.contract_id in by_day:
+        if t.contract_id in by_day:
             days = daily.get(t.contract_id, {})
             if _zoned(t):
                 days = to_local_days(days, before.get(t.contract_id, {}), t.timezone)
