@@ -3,6 +3,8 @@
     billing demo      generate a month of demo usage, seed contracts, close the month, print invoices
     billing close     close a month from the usage already in ClickHouse
     billing invoices  print a month's invoice drafts
+    billing issue     issue a closed month through the sinks (Stripe; a dry run without an API key)
+    billing stripe-webhook  serve the signed Stripe webhook endpoint (invoice events)
     billing ui        start the Dagster webserver and daemon on the same state, print the URL
     billing migrate   apply database migrations
     billing ledger verify  recompute the ledger's hash chain and balances
@@ -77,6 +79,55 @@ def _close(db_url: str, period: Period) -> None:
     done()
 
 
+def _issue(db_url: str, period: Period) -> None:
+    from .close import issue_month
+    from .instance import get_instance
+    from .stores.postgres import connect
+
+    live = bool(settings.env(settings.STRIPE_API_KEY_ENV)) and (settings.env(settings.STRIPE_DRY_RUN_ENV) or "0") \
+        not in ("1", "true", "yes")
+    done = _step(f"issuing {period.label} through stripe_invoices ({'live' if live else 'dry run: nothing is sent'})")
+    with get_instance(db_url) as instance:
+        run_id = issue_month(instance, period)
+    with connect(db_url) as conn:
+        issued, stopped = conn.execute(
+            """SELECT count(*) FILTER (WHERE i.sink = 'STRIPE' AND i.status IN ('ISSUED', 'PAID', 'VOID')),
+                      count(*) FILTER (WHERE i.sink_error IS NOT NULL)
+               FROM invoices i JOIN contracts c USING (contract_id)
+               WHERE i.period_start = %s AND c.region = 'GLOBAL'""", (period.start,)).fetchone()
+        recorded = conn.execute(
+            """SELECT count(DISTINCT o.invoice_id), count(*) FROM sink_outbox o JOIN invoices i USING (invoice_id)
+               WHERE i.period_start = %s AND o.status = 'DRY_RUN'""", (period.start,)).fetchone()
+    print(f"   run {run_id}: {issued} issued in Stripe, {stopped} stopped (reason on the invoice)"
+          + ("" if live else f"; dry run: {recorded[1]} requests for {recorded[0]} invoices recorded in sink_outbox"))
+    done()
+
+
+def cmd_issue(args: argparse.Namespace) -> None:
+    _issue(_database(), Period.parse_month(args.month))
+
+
+def cmd_stripe_webhook(args: argparse.Namespace) -> None:
+    import http.server
+
+    from .errors import ConfigError
+    from .sinks.stripe.webhook import handler_for
+
+    secret = settings.env(settings.STRIPE_WEBHOOK_SECRET_ENV)
+    if not secret:
+        raise ConfigError(f"{settings.STRIPE_WEBHOOK_SECRET_ENV} is not set: the endpoint's signing secret (whsec_...) "
+                          "from the Stripe Dashboard is needed to verify deliveries")
+    server = http.server.ThreadingHTTPServer((args.host, args.port), handler_for(_database(), secret))
+    print(f"Stripe webhook endpoint on http://{args.host}:{args.port}/ (invoice.finalized, invoice.paid, "
+          "invoice.payment_failed, invoice.voided); Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo.seed import seed_demo_contracts
     from .demo.synthetic import UsageSpec, chain_names, generate_usage
@@ -107,6 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"   {n} contracts")
     done()
     _close(db_url, period)
+    _issue(db_url, period)
     print()
     print(format_month_summary(db_url, period))
     print()
@@ -290,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     inv = sub.add_parser("invoices", help="print a month's invoice drafts")
     inv.add_argument("--month", default=_last_complete_month())
     inv.set_defaults(func=cmd_invoices)
+    issue = sub.add_parser("issue", help="issue a closed month through the sinks (dry run without a Stripe key)")
+    issue.add_argument("--month", default=_last_complete_month())
+    issue.set_defaults(func=cmd_issue)
+
+    hook = sub.add_parser("stripe-webhook", help="serve the Stripe webhook endpoint (needs "
+                                                 "BILLING_STRIPE_WEBHOOK_SECRET)")
+    hook.add_argument("--host", default="127.0.0.1")
+    hook.add_argument("--port", type=int, default=8787)
+    hook.set_defaults(func=cmd_stripe_webhook)
+
     ui = sub.add_parser("ui", help="start the Dagster webserver and daemon on the product's state")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)

@@ -16,6 +16,7 @@ from .assets.audit_snapshot import audit_snapshot
 from .assets.invoice_drafts import invoice_drafts
 from .assets.partitions import BILLING_START_DATE, daily_partitions, monthly_partitions
 from .assets.rated_charges import rated_charges
+from .assets.stripe_invoices import stripe_invoices
 from .assets.usage_rollups import usage_rollups
 from .definitions import defs
 from .domain.periods import Period
@@ -92,3 +93,17 @@ def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dic
     )
     _raise_if_failed(billing, f"rated_charges/invoice_drafts/audit_snapshot {period.start}")
     return CloseResult(rollups.run_id, billing.run_id)
+
+
+SINKS = [stripe_invoices.key]
+
+
+def issue_month(instance: dg.DagsterInstance, period: Period, definitions: dg.Definitions | None = None) -> str:
+    """Run the month's sinks, as a backfill from the UI would (the sensor only issues the latest
+    month, once). Each sink issues only what it has not issued; returns the run id."""
+    check_closable(period)
+    job = (definitions or defs).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=SINKS, partition_key=period.start.isoformat(),
+                                    run_config=_QUIET, raise_on_error=False)
+    _raise_if_failed(result, f"stripe_invoices {period.start}")
+    return result.run_id

@@ -16,6 +16,12 @@ in CI and in production (real servers):
 - BILLING_AUDIT_RETENTION_YEARS  Object Lock retention of snapshots (default 10 years).
 - BILLING_OPENMETER_URL, BILLING_OPENMETER_TOKEN  read daily usage from OpenMeter's meter query API
                              instead of ClickHouse (optional).
+- BILLING_STRIPE_API_KEY     Stripe secret key; unset -> the Stripe sink is a dry run (outbox only).
+- BILLING_STRIPE_API_BASE    another Stripe-compatible API address (tests, stripe-mock).
+- BILLING_STRIPE_DRY_RUN     "1" records requests without sending even with a key.
+- BILLING_STRIPE_MAX_OPS_PER_SECOND  client-side rate limit (default 25 test mode, 100 live).
+- BILLING_STRIPE_CONCURRENCY orgs issued in parallel (default 8).
+- BILLING_STRIPE_WEBHOOK_SECRET  signing secret of the webhook endpoint (`billing stripe-webhook`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ AUDIT_S3_BUCKET_ENV = "BILLING_AUDIT_S3_BUCKET"
 AUDIT_S3_ACCESS_KEY_ENV = "BILLING_AUDIT_S3_ACCESS_KEY"
 AUDIT_S3_SECRET_KEY_ENV = "BILLING_AUDIT_S3_SECRET_KEY"
 AUDIT_RETENTION_YEARS_ENV = "BILLING_AUDIT_RETENTION_YEARS"
+STRIPE_API_KEY_ENV = "BILLING_STRIPE_API_KEY"
+STRIPE_API_BASE_ENV = "BILLING_STRIPE_API_BASE"
+STRIPE_DRY_RUN_ENV = "BILLING_STRIPE_DRY_RUN"
+STRIPE_MAX_OPS_ENV = "BILLING_STRIPE_MAX_OPS_PER_SECOND"
+STRIPE_CONCURRENCY_ENV = "BILLING_STRIPE_CONCURRENCY"
+STRIPE_WEBHOOK_SECRET_ENV = "BILLING_STRIPE_WEBHOOK_SECRET"
 
 
 def state_dir() -> Path:

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from billing_pipeline.definitions import ASSETS
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource
+from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.stores.clickhouse import ChdbStore, ensure_schema
 from billing_pipeline.stores.postgres import migrate, with_database
@@ -95,7 +95,7 @@ def billing_defs(db_url, chdb_path, usage_store) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         resources={"clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url),
-                   "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource()},
+                   "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource(), "stripe": StripeResource()},
         executor=dg.in_process_executor,
     )
 

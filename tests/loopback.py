@@ -12,7 +12,7 @@ class LoopbackServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
 
     def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def __exit__(self, *exc):

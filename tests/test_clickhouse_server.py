@@ -11,7 +11,7 @@ import pytest
 from billing_pipeline.close import close_month
 from billing_pipeline.definitions import ASSETS
 from billing_pipeline.domain.periods import Period
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource
+from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.stores.clickhouse import ClickHouseServerStore, _chdb_sessions, ensure_schema
 from billing_pipeline.stores.postgres import transaction
@@ -72,7 +72,7 @@ def test_month_close_in_dagster_through_the_server_backend(clickhouse_server, db
         seed_contracts(conn)
     defs = dg.Definitions(assets=ASSETS, resources={
         "clickhouse": ClickHouseResource(url=clickhouse_server.url), "billing_db": BillingDatabase(url=db_url),
-        "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource()})
+        "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource(), "stripe": StripeResource()})
     with dg.DagsterInstance.ephemeral() as instance:
         close_month(instance, Period.parse_month("2026-10"), definitions=defs)
     assert invoice_totals(db_url) == OCTOBER_TOTALS

@@ -7,7 +7,7 @@ import dagster as dg
 
 from ..domain.periods import Period
 from ..resources import BillingDatabase
-from ..steps.invoicing import draft_month
+from ..steps.invoicing import draft_month, draft_problems
 from .partitions import monthly_partitions
 from .rated_charges import rated_charges
 from .reporting import failures_as_messages, markdown_table, money_text
@@ -19,6 +19,11 @@ from .reporting import failures_as_messages, markdown_table, money_text
     automation_condition=dg.AutomationCondition.eager(),
     group_name="billing",
     kinds={"postgres"},
+    check_specs=[dg.AssetCheckSpec(
+        "drafts_add_up", asset="invoice_drafts", blocking=True,
+        description="Every draft's lines sum to its subtotal, its total is subtotal + tax - credits and not negative, "
+                    "and each contract has one current draft for the month. Blocking: no sink issues a month "
+                    "that fails it.")],
 )
 def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
     """DRAFT invoices (subtotal, tax, total, lines rounded once to the minor unit). Re-running
@@ -30,7 +35,11 @@ def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabas
     for i in drafted:
         totals[i.draft.currency] += i.draft.total
     largest = sorted(drafted, key=lambda i: i.draft.total, reverse=True)[:10]
-    return dg.MaterializeResult(metadata={
+    problems = draft_problems(billing_db.get_url(), period)
+    check = dg.AssetCheckResult(check_name="drafts_add_up", passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+                                metadata={"drafts": len(drafted), "problems": len(problems),
+                                          "details": markdown_table(["invoice", "problem"], problems[:50])})
+    return dg.MaterializeResult(check_results=[check], metadata={
         "dagster/row_count": len(drafted),
         "invoice_lines": sum(len(i.draft.lines) for i in drafted),
         "total": money_text(dict(totals)),

@@ -24,7 +24,7 @@ from decimal import Decimal
 
 GENESIS = "0" * 64
 KINDS = ("INVOICE_ISSUED", "PAYMENT_RECEIVED", "PAYMENT_FAILED", "CREDIT_NOTE", "CREDIT_CONSUMED", "ADJUSTMENT",
-         "AUDIT_SNAPSHOT")
+         "AUDIT_SNAPSHOT", "INVOICE_VOIDED")
 _PLACES = Decimal("0.0001")
 
 
@@ -108,6 +108,18 @@ def credit_note(invoice_id: str, org_id: str, currency: str, subtotal: Decimal, 
     return _tx("CREDIT_NOTE", "invoice", invoice_id, [
         Posting("revenue", subtotal, currency), Posting("tax_payable", tax, currency),
         Posting(f"receivable:{org_id}", -(subtotal + tax), currency)])
+
+
+def invoice_voided(invoice_id: str, org_id: str, currency: str, subtotal: Decimal, tax: Decimal,
+                   credits: Decimal) -> LedgerTransaction:
+    """The issue reversed; prepaid credit it consumed goes back to the customer (Stripe returns an
+    applied customer balance when an invoice is voided)."""
+    postings = [Posting("revenue", subtotal, currency), Posting("tax_payable", tax, currency),
+                Posting(f"receivable:{org_id}", -(subtotal + tax), currency)]
+    if credits:
+        postings += [Posting(f"receivable:{org_id}", credits, currency),
+                     Posting(f"prepaid_credit:{org_id}", -credits, currency)]
+    return _tx("INVOICE_VOIDED", "invoice", invoice_id, postings)
 
 
 def credit_consumed(invoice_id: str, org_id: str, currency: str, amount: Decimal) -> LedgerTransaction:

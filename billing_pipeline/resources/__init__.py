@@ -3,5 +3,6 @@
 from .clickhouse import ClickHouseResource
 from .openmeter import OpenMeterResource
 from .postgres import BillingDatabase
+from .stripe import StripeResource
 
-__all__ = ["ClickHouseResource", "BillingDatabase", "OpenMeterResource"]
+__all__ = ["ClickHouseResource", "BillingDatabase", "OpenMeterResource", "StripeResource"]

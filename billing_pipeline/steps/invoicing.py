@@ -10,7 +10,7 @@ from ..domain.invoicing import InvoiceDraft, draft_invoice
 from ..domain.periods import Period
 from ..domain.terms import ContractTerms, RatedCharge
 from ..errors import BillingError, MissingDataError
-from ..stores.postgres import transaction
+from ..stores.postgres import connect, transaction
 from .rating import load_terms
 
 
@@ -100,3 +100,23 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[
                         copy.write_row((i.invoice_id, line.line_no, line.charge_id, line.description, line.quantity,
                                         line.unit_price, line.amount, i.draft.currency))
     return drafted
+
+
+def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
+    """What is wrong with the month's drafts, as (invoice, problem); empty when they add up."""
+    with connect(db_url) as conn:
+        return conn.execute(
+            """WITH sums AS (
+                   SELECT i.invoice_id, i.contract_id, i.subtotal, i.tax, i.credits_applied, i.total,
+                          coalesce(sum(l.amount), 0) AS line_sum
+                   FROM invoices i LEFT JOIN invoice_lines l USING (invoice_id)
+                   WHERE i.period_start = %(start)s AND i.status = 'DRAFT' GROUP BY i.invoice_id)
+               SELECT invoice_id, format('lines sum to %%s, subtotal is %%s', line_sum, subtotal) FROM sums
+                   WHERE line_sum <> subtotal
+               UNION ALL SELECT invoice_id, format('total %%s is not subtotal %%s + tax %%s - credits %%s',
+                                                   total, subtotal, tax, credits_applied) FROM sums
+                   WHERE total <> subtotal + tax - credits_applied
+               UNION ALL SELECT invoice_id, format('negative total %%s', total) FROM sums WHERE total < 0
+               UNION ALL SELECT min(invoice_id), format('%%s current drafts for contract %%s', count(*), contract_id)
+                   FROM sums GROUP BY contract_id HAVING count(*) > 1
+               ORDER BY 1, 2""", {"start": period.start}).fetchall()
