@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=400)
     parser.add_argument("--rate", type=float, default=25, help="the limit: Stripe test mode 25, live 100")
     parser.add_argument("--latency", type=float, default=0.08, help="simulated network round trip, seconds")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
     admin = os.environ.get("BILLING_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -4,6 +4,7 @@
     billing close     close a month from the usage already in ClickHouse
     billing invoices  print a month's invoice drafts
     billing issue     issue a closed month through the sinks (Stripe; a dry run without an API key)
+    billing fx rate   the TCMB rate an invoice issued on a date would use, as JSON
     billing stripe-webhook  serve the signed Stripe webhook endpoint (invoice events)
     billing ui        start the Dagster webserver and daemon on the same state, print the URL
     billing migrate   apply database migrations
@@ -126,6 +127,40 @@ def cmd_stripe_webhook(args: argparse.Namespace) -> None:
         pass
     finally:
         server.server_close()
+
+
+def cmd_fx_rate(args: argparse.Namespace) -> None:
+    import json
+    from datetime import date
+    from decimal import Decimal
+
+    from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE, FxSources, last_known_from, resolve
+    from .stores.postgres import connect
+
+    currency = args.currency.upper()
+    issue_date = date.fromisoformat(args.date)
+    sources = FxSources(settings.env(settings.TCMB_BASE_URL_ENV) or DEFAULT_TCMB_BASE,
+                        settings.env(settings.ECB_BASE_URL_ENV) or DEFAULT_ECB_BASE)
+    limit = Decimal(settings.env(settings.FX_MAX_DIVERGENCE_ENV) or "0.02")
+    try:
+        if settings.env(settings.DATABASE_URL_ENV):  # the last known rate, if no source answers
+            with connect(settings.env(settings.DATABASE_URL_ENV)) as conn:
+                result = resolve(sources, {currency}, issue_date, limit, last_known_from(conn))
+        else:
+            result = resolve(sources, {currency}, issue_date, limit)
+    finally:
+        sources.close()
+    outcome = result.outcomes[0]
+    if outcome.snapshot is None:
+        raise BillingError(f"no {currency} rate for an invoice issued on {issue_date}: {outcome.failure}")
+    s = outcome.snapshot
+    print(json.dumps({
+        "currency": currency, "quote_currency": "TRY", "issue_date": issue_date.isoformat(), "rate": str(s.rate),
+        "kind": "ForexBuying", "bulletin_date": s.bulletin_date.isoformat(), "source": s.source,
+        "estimated": s.estimated, "raw_sha256": s.raw_sha256,
+        "ecb_cross_rate": None if s.cross_check.ecb_rate is None else str(s.cross_check.ecb_rate),
+        "divergence": None if s.cross_check.divergence is None else str(s.cross_check.divergence),
+        "divergence_flagged": s.cross_check.flagged}, indent=2))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -345,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     issue = sub.add_parser("issue", help="issue a closed month through the sinks (dry run without a Stripe key)")
     issue.add_argument("--month", default=_last_complete_month())
     issue.set_defaults(func=cmd_issue)
+
+    fx = sub.add_parser("fx", help="exchange rates").add_subparsers(dest="fx_command", required=True)
+    rate = fx.add_parser("rate", help="the TCMB rate an invoice issued on a date would use (JSON)")
+    rate.add_argument("--currency", required=True, help="ISO code, e.g. USD")
+    rate.add_argument("--date", required=True, help="the invoice's issue date, YYYY-MM-DD")
+    rate.set_defaults(func=cmd_fx_rate)
 
     hook = sub.add_parser("stripe-webhook", help="serve the Stripe webhook endpoint (needs "
                                                  "BILLING_STRIPE_WEBHOOK_SECRET)")

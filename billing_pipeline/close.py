@@ -13,6 +13,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from .assets.audit_snapshot import audit_snapshot
+from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_drafts import invoice_drafts
 from .assets.partitions import BILLING_START_DATE, daily_partitions, monthly_partitions
 from .assets.rated_charges import rated_charges
@@ -40,6 +41,9 @@ def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
         if event.is_step_failure:
             error = event.step_failure_data.error
             message = error.message.strip() if error else "unknown error"
+            while error is not None and error.cause is not None:  # the user code's own error, not the wrapper
+                error = error.cause
+                message = error.message.strip()
             # dg.Failure carries our one-line description; keep its text, not the class prefix.
             message = message.split(": ", 1)[1] if message.startswith("dagster._core.definitions.events.Failure") else message
             raise RunFailedError(f"{what} failed in step {event.step_key} (run {result.run_id}): {message}")
@@ -86,12 +90,12 @@ def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dic
     _raise_if_failed(rollups, f"usage_rollups {days[0]}..{days[-1]}")
     billing = job.execute_in_process(
         instance=instance,
-        asset_selection=[rated_charges.key, invoice_drafts.key, audit_snapshot.key],
+        asset_selection=[fx_snapshot.key, rated_charges.key, invoice_drafts.key, audit_snapshot.key],
         partition_key=period.start.isoformat(),
         run_config=_QUIET,
         raise_on_error=False,
     )
-    _raise_if_failed(billing, f"rated_charges/invoice_drafts/audit_snapshot {period.start}")
+    _raise_if_failed(billing, f"fx_snapshot/rated_charges/invoice_drafts/audit_snapshot {period.start}")
     return CloseResult(rollups.run_id, billing.run_id)
 
 

@@ -6,16 +6,20 @@ import dagster as dg
 
 from . import settings
 from .assets.audit_snapshot import audit_snapshot
+from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_drafts import invoice_drafts
 from .assets.rated_charges import contracts, rated_charges
 from .assets.stripe_invoices import stripe_invoices
 from .assets.usage_rollups import requests_raw, usage_rollups
 from .resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from .resources.audit_storage import AuditStorageResource
+from .resources.fx import FxSourcesResource
 from .sensors.automation import billing_automation_sensor, invoice_sinks_sensor
 from .sensors.stripe_events import stripe_payment_events
+from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE
 
-ASSETS = [requests_raw, contracts, usage_rollups, rated_charges, invoice_drafts, audit_snapshot, stripe_invoices]
+ASSETS = [requests_raw, contracts, usage_rollups, fx_snapshot, rated_charges, invoice_drafts, audit_snapshot,
+          stripe_invoices]
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -38,10 +42,14 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             or "billing-audit", access_key=_secret(settings.AUDIT_S3_ACCESS_KEY_ENV),
             secret_key=_secret(settings.AUDIT_S3_SECRET_KEY_ENV),
             retention_years=int(settings.env(settings.AUDIT_RETENTION_YEARS_ENV) or 10)),
+        "fx_sources": FxSourcesResource(
+            tcmb_base_url=settings.env(settings.TCMB_BASE_URL_ENV) or DEFAULT_TCMB_BASE,
+            ecb_base_url=settings.env(settings.ECB_BASE_URL_ENV) or DEFAULT_ECB_BASE,
+            max_divergence=settings.env(settings.FX_MAX_DIVERGENCE_ENV) or "0.02"),
         "stripe": StripeResource(
             api_key=_secret(settings.STRIPE_API_KEY_ENV), api_base=settings.env(settings.STRIPE_API_BASE_ENV),
             max_ops_per_second=float(settings.env(settings.STRIPE_MAX_OPS_ENV) or 0) or None,
-            concurrency=int(settings.env(settings.STRIPE_CONCURRENCY_ENV) or 8),
+            concurrency=int(settings.env(settings.STRIPE_CONCURRENCY_ENV) or 16),
             dry_run=(settings.env(settings.STRIPE_DRY_RUN_ENV) or "0").lower() in ("1", "true", "yes")),
     }
 

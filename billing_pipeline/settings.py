@@ -20,8 +20,10 @@ in CI and in production (real servers):
 - BILLING_STRIPE_API_BASE    another Stripe-compatible API address (tests, stripe-mock).
 - BILLING_STRIPE_DRY_RUN     "1" records requests without sending even with a key.
 - BILLING_STRIPE_MAX_OPS_PER_SECOND  client-side rate limit (default 25 test mode, 100 live).
-- BILLING_STRIPE_CONCURRENCY orgs issued in parallel (default 8).
+- BILLING_STRIPE_CONCURRENCY orgs issued in parallel (default 16).
 - BILLING_STRIPE_WEBHOOK_SECRET  signing secret of the webhook endpoint (`billing stripe-webhook`).
+- BILLING_TCMB_BASE_URL, BILLING_ECB_BASE_URL  where FX bulletins are fetched (default: the public sites).
+- BILLING_FX_MAX_DIVERGENCE  TCMB vs ECB share beyond which a rate is flagged (default 0.02).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ STRIPE_DRY_RUN_ENV = "BILLING_STRIPE_DRY_RUN"
 STRIPE_MAX_OPS_ENV = "BILLING_STRIPE_MAX_OPS_PER_SECOND"
 STRIPE_CONCURRENCY_ENV = "BILLING_STRIPE_CONCURRENCY"
 STRIPE_WEBHOOK_SECRET_ENV = "BILLING_STRIPE_WEBHOOK_SECRET"
+TCMB_BASE_URL_ENV = "BILLING_TCMB_BASE_URL"
+ECB_BASE_URL_ENV = "BILLING_ECB_BASE_URL"
+FX_MAX_DIVERGENCE_ENV = "BILLING_FX_MAX_DIVERGENCE"
 
 
 def state_dir() -> Path:

@@ -10,11 +10,9 @@ import dagster as dg
 import psycopg
 import pytest
 
-from billing_pipeline.definitions import ASSETS
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
-from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.stores.clickhouse import ChdbStore, ensure_schema
 from billing_pipeline.stores.postgres import migrate, with_database
+from product_defs import product_defs
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -92,12 +90,7 @@ def usage_store(chdb_path) -> ChdbStore:
 @pytest.fixture
 def billing_defs(db_url, chdb_path, usage_store) -> dg.Definitions:
     """The product's assets bound to this test's stores."""
-    return dg.Definitions(
-        assets=ASSETS,
-        resources={"clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url),
-                   "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource(), "stripe": StripeResource()},
-        executor=dg.in_process_executor,
-    )
+    return product_defs(db_url, chdb_path)
 
 
 @pytest.fixture

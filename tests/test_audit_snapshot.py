@@ -14,14 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from billing_pipeline.close import close_month
-from billing_pipeline.definitions import ASSETS
 from billing_pipeline.domain.periods import Period
 from billing_pipeline.errors import ConfigError
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.steps.audit import load_signing_key
 from billing_pipeline.stores.audit_bucket import AuditBucket, AuditStorageError
 from billing_pipeline.stores.ledger import verify
+from product_defs import product_defs
 
 PREFIX = "snapshots/2026-10"
 
@@ -54,11 +53,8 @@ def signing_key(monkeypatch, tmp_path):
 @pytest.fixture
 def snapshot(october, chdb_path, instance, s3_endpoint, signing_key):
     AuditBucket("audit-test", s3_endpoint).create()
-    defs = dg.Definitions(assets=ASSETS, executor=dg.in_process_executor, resources={
-        "clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=october),
-        "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource(endpoint_url=s3_endpoint,
-                                                                                bucket="audit-test"),
-        "stripe": StripeResource()})
+    defs = product_defs(october, chdb_path,
+                        audit_storage=AuditStorageResource(endpoint_url=s3_endpoint, bucket="audit-test"))
     close_month(instance, Period.parse_month("2026-10"), definitions=defs)  # ends with audit_snapshot
     assert instance.get_latest_materialization_event(dg.AssetKey("audit_snapshot")) is not None
     return october

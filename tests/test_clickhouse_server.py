@@ -9,14 +9,13 @@ import psycopg
 import pytest
 
 from billing_pipeline.close import close_month
-from billing_pipeline.definitions import ASSETS
 from billing_pipeline.domain.periods import Period
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
-from billing_pipeline.resources.audit_storage import AuditStorageResource
+from billing_pipeline.resources import ClickHouseResource
 from billing_pipeline.stores.clickhouse import ClickHouseServerStore, _chdb_sessions, ensure_schema
 from billing_pipeline.stores.postgres import transaction
 from billing_pipeline.steps.usage import roll_up_usage
 from clickhouse_http import ClickHouseHttpServer
+from product_defs import product_defs
 from month_fixture import OCT_END, OCT_START, OCTOBER_TOTALS, invoice_totals, october_events, seed_contracts
 
 
@@ -70,9 +69,7 @@ def test_month_close_in_dagster_through_the_server_backend(clickhouse_server, db
     server.insert_arrow("requests_raw", october_events())
     with transaction(db_url) as conn:
         seed_contracts(conn)
-    defs = dg.Definitions(assets=ASSETS, resources={
-        "clickhouse": ClickHouseResource(url=clickhouse_server.url), "billing_db": BillingDatabase(url=db_url),
-        "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource(), "stripe": StripeResource()})
+    defs = product_defs(db_url, clickhouse=ClickHouseResource(url=clickhouse_server.url))
     with dg.DagsterInstance.ephemeral() as instance:
         close_month(instance, Period.parse_month("2026-10"), definitions=defs)
     assert invoice_totals(db_url) == OCTOBER_TOTALS

@@ -18,7 +18,8 @@ def test_definitions_load_with_lineage():
                for key in graph.get_all_asset_keys()}
     assert parents["usage_rollups"] == {"requests_raw"}
     assert parents["rated_charges"] == {"usage_rollups", "contracts"}
-    assert parents["invoice_drafts"] == {"rated_charges"}
+    assert parents["invoice_drafts"] == {"rated_charges", "fx_snapshot"}
+    assert parents["stripe_invoices"] == {"invoice_drafts"}
     assert parents["audit_snapshot"] == {"invoice_drafts"}
     rollups = graph.get(dg.AssetKey("usage_rollups"))
     assert isinstance(rollups.partitions_def, dg.DailyPartitionsDefinition)
@@ -82,6 +83,7 @@ def test_month_is_rated_again_when_a_day_is_rerun():
         requested()
         report("usage_rollups", *[f"2026-10-{d:02d}" for d in range(1, 31)])
         assert requested() == {}  # October 31 is still missing
+        report("fx_snapshot", "2026-10-01")
         report("usage_rollups", "2026-10-31")
         # rating and drafting are requested together, so they run as one run in order
         both = {"rated_charges": ["2026-10-01"], "invoice_drafts": ["2026-10-01"]}

@@ -62,22 +62,16 @@ def test_unreachable_openmeter_names_the_setting(october):
 
 
 def test_month_close_in_dagster_from_openmeter(db_url, chdb_path, instance):
-    import dagster as dg
-
     from billing_pipeline.close import close_month
-    from billing_pipeline.definitions import ASSETS
     from billing_pipeline.domain.periods import Period
-    from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
-    from billing_pipeline.resources.audit_storage import AuditStorageResource
+    from billing_pipeline.resources import OpenMeterResource
     from billing_pipeline.stores.postgres import transaction
     from month_fixture import seed_contracts
+    from product_defs import product_defs
 
     with transaction(db_url) as conn:
         seed_contracts(conn)
     with OpenMeterServer(october_events().to_pylist()) as server:
-        defs = dg.Definitions(assets=ASSETS, resources={
-            "clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url),
-            "openmeter": OpenMeterResource(url=server.url),
-            "audit_storage": AuditStorageResource(), "stripe": StripeResource()})
+        defs = product_defs(db_url, chdb_path, openmeter=OpenMeterResource(url=server.url))
         close_month(instance, Period.parse_month("2026-10"), definitions=defs)
     assert invoice_totals(db_url) == OCTOBER_TOTALS

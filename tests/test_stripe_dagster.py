@@ -11,12 +11,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from billing_pipeline.assets.stripe_invoices import stripe_invoices
 from billing_pipeline.close import close_month
-from billing_pipeline.definitions import ASSETS, defs as product_defs
+from billing_pipeline.definitions import defs as deployed_defs
 from billing_pipeline.domain.periods import Period
-from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
-from billing_pipeline.resources.audit_storage import AuditStorageResource
+from billing_pipeline.resources import BillingDatabase, StripeResource
 from billing_pipeline.sensors.stripe_events import stripe_payment_events
 from test_stripe_sink import rows
+from product_defs import product_defs
 from stripe_server import StripeServer
 
 OCTOBER = Period.parse_month("2026-10")
@@ -26,10 +26,7 @@ OCT_20 = datetime(2026, 10, 20, tzinfo=timezone.utc)  # the sensor was running b
 
 
 def defs_with(db_url, chdb_path, stripe: StripeResource) -> dg.Definitions:
-    return dg.Definitions(assets=ASSETS, resources={
-        "clickhouse": ClickHouseResource(chdb_path=str(chdb_path)), "billing_db": BillingDatabase(url=db_url),
-        "openmeter": OpenMeterResource(), "audit_storage": AuditStorageResource(), "stripe": stripe},
-        executor=dg.in_process_executor)
+    return product_defs(db_url, chdb_path, stripe=stripe)
 
 
 def evaluate(defs, instance, cursor=None, at=NOV_5):
@@ -71,10 +68,18 @@ def _materialized(instance, key: str, *partitions: str) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
 
 
-def _check(instance, passed: bool) -> None:
+def _check(instance, passed: bool, asset: str = "invoice_drafts", check: str = "drafts_add_up") -> None:
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey("invoice_drafts"), check_name="drafts_add_up", passed=passed,
+        asset_key=dg.AssetKey(asset), check_name=check, passed=passed,
         severity=dg.AssetCheckSeverity.ERROR, metadata={}, partition="2026-10-01"))
+
+
+def _month_upstream(instance, days) -> None:
+    _materialized(instance, "usage_rollups", *days)
+    _materialized(instance, "fx_snapshot", "2026-10-01")
+    _check(instance, passed=True, asset="fx_snapshot", check="fx_rates_present")
+    _materialized(instance, "rated_charges", "2026-10-01")
+    _materialized(instance, "invoice_drafts", "2026-10-01")
 
 
 DAYS = [f"2026-10-{d:02d}" for d in range(1, 32)]
@@ -84,9 +89,7 @@ def test_a_missing_day_holds_the_sink(billing_defs, instance):
     """The condition alone, on recorded events: the month's drafts exist and passed their checks,
     but a day of usage is missing."""
     cursor = evaluate(billing_defs, instance, at=OCT_20).cursor
-    _materialized(instance, "usage_rollups", *[d for d in DAYS if d != "2026-10-17"])
-    _materialized(instance, "rated_charges", "2026-10-01")
-    _materialized(instance, "invoice_drafts", "2026-10-01")
+    _month_upstream(instance, [d for d in DAYS if d != "2026-10-17"])
     _check(instance, passed=True)
     held = evaluate(billing_defs, instance, cursor)
     assert held.total_requested == 0
@@ -96,9 +99,7 @@ def test_a_missing_day_holds_the_sink(billing_defs, instance):
 
 def test_a_failed_blocking_check_on_the_drafts_holds_the_sink(billing_defs, instance):
     cursor = evaluate(billing_defs, instance, at=OCT_20).cursor
-    _materialized(instance, "usage_rollups", *DAYS)
-    _materialized(instance, "rated_charges", "2026-10-01")
-    _materialized(instance, "invoice_drafts", "2026-10-01")
+    _month_upstream(instance, DAYS)
     _check(instance, passed=False)
     assert evaluate(billing_defs, instance, cursor).total_requested == 0
 
@@ -162,10 +163,10 @@ def test_a_stray_item_on_the_stripe_draft_stops_finalization(october, db_url, ch
 
 
 def test_sink_sensors_start_running_and_target_only_the_sinks():
-    sensors = {s.name: s for s in product_defs.sensors}
+    sensors = {s.name: s for s in deployed_defs.sensors}
     assert sensors["invoice_sinks"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["stripe_payment_events"].default_status == dg.DefaultSensorStatus.RUNNING
-    graph = product_defs.resolve_asset_graph()
+    graph = deployed_defs.resolve_asset_graph()
     assert sensors["invoice_sinks"].asset_selection.resolve(graph) == {SINK}
     assert SINK not in sensors["billing_automation"].asset_selection.resolve(graph)
 

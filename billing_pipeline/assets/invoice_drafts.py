@@ -9,12 +9,13 @@ from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..steps.invoicing import draft_month, draft_problems
 from .partitions import monthly_partitions
+from .fx_snapshot import fx_snapshot
 from .rated_charges import rated_charges
 from .reporting import failures_as_messages, markdown_table, money_text
 
 
 @dg.asset(
-    deps=[rated_charges],
+    deps=[rated_charges, fx_snapshot],
     partitions_def=monthly_partitions,
     automation_condition=dg.AutomationCondition.eager(),
     group_name="billing",

@@ -1,4 +1,10 @@
-"""Invoice drafts: rated charges rounded once per line, tax on the subtotal, total = sum."""
+"""Invoice drafts: rated charges rounded once per line, tax, total = subtotal + tax - credits.
+
+Turkish invoices (region TR) are in lira: a contract rated in another currency has each line,
+rounded in that currency, converted at the month's TCMB rate and rounded again to the kurus
+(both amounts kept). KDV is computed per line (as the e-invoice does) at the contract's rate,
+20% unless the contract says otherwise, and the tax is the sum of the lines' KDV.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from .terms import ContractTerms, RatedCharge
 # Turkish KDV general rate. Global customers are invoiced through Stripe, which computes their
 # tax at finalisation, so their drafts carry none.
 TAX_RATES: dict[str, Decimal] = {"TR": Decimal("0.20"), "GLOBAL": Decimal("0")}
+LIRA = "TRY"
 
 
 def tax_rate_for(region: str) -> Decimal:
@@ -29,6 +36,18 @@ class InvoiceLine:
     quantity: Decimal
     unit_price: Decimal
     amount: Decimal  # rounded to the currency's minor unit
+    vat_amount: Decimal = Decimal(0)  # KDV of this line (Turkish invoices)
+    source_amount: Decimal | None = None  # the line in the contract's currency, when converted
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The month's rate for a contract's currency: lira per unit, and the snapshot it comes from."""
+
+    currency: str
+    rate: Decimal
+    ref: str
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,7 @@ class InvoiceDraft:
     tax: Decimal
     credits_applied: Decimal  # prepaid credit consumed, after tax
     total: Decimal  # subtotal + tax - credits_applied
+    conversion: Conversion | None = None
 
 
 def _shown_price(unit_price: Decimal) -> Decimal:
@@ -54,20 +74,40 @@ def _shown_price(unit_price: Decimal) -> Decimal:
     return unit_price
 
 
+def invoice_currency(region: str, contract_currency: str) -> str:
+    return LIRA if region == "TR" else contract_currency
+
+
 def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Period,
-                  credit_available: Decimal = Decimal(0)) -> InvoiceDraft:
-    """Lines rounded once; tax on the subtotal; then prepaid credit, like a payment, reduces what is
-    due (never below zero); what is left of the credit carries to the next month."""
+                  credit_available: Decimal = Decimal(0), conversion: Conversion | None = None,
+                  vat_rate: Decimal | None = None) -> InvoiceDraft:
+    """Lines rounded once (converted lines: once in the contract's currency, once in lira); tax;
+    then prepaid credit, like a payment, reduces what is due (never below zero); what is left of
+    the credit carries to the next month."""
+    if conversion is not None and conversion.currency != terms.currency:
+        raise ValueError(f"contract {terms.contract_id} bills in {terms.currency}, the rate given is for "
+                         f"{conversion.currency}")
+    currency = LIRA if conversion is not None else terms.currency
+    rate = tax_rate_for(terms.region) if vat_rate is None or terms.region != "TR" else vat_rate
+    per_line_tax = terms.region == "TR"
     lines = []
     for i, c in enumerate(charges, start=1):
         if c.currency != terms.currency:
             raise ValueError(f"charge {c.charge_id} is in {c.currency}, contract {terms.contract_id} bills in {terms.currency}")
-        lines.append(InvoiceLine(i, c.charge_id, c.description, c.quantity, _shown_price(c.unit_price),
-                                 round_money(c.amount, terms.currency)))
-    subtotal = sum((line.amount for line in lines), Decimal(0))
-    subtotal = round_money(subtotal, terms.currency)  # a no-op on exact sums; fixes the exponent
-    rate = tax_rate_for(terms.region)
-    tax = round_money(subtotal * rate, terms.currency)
-    credits = min(round_money(credit_available, terms.currency), subtotal + tax)
-    return InvoiceDraft(terms.contract_id, terms.org_id, period, terms.currency, tuple(lines),
-                        subtotal, rate, tax, credits, subtotal + tax - credits)
+        amount = round_money(c.amount, terms.currency)
+        source = None
+        unit_price = _shown_price(c.unit_price)
+        if conversion is not None:
+            source, amount = amount, round_money(amount * conversion.rate, LIRA)
+            unit_price = _shown_price(c.unit_price * conversion.rate)
+        vat = round_money(amount * rate, currency) if per_line_tax else Decimal(0)
+        lines.append(InvoiceLine(i, c.charge_id, c.description, c.quantity, unit_price, amount, vat, source))
+    subtotal = round_money(sum((line.amount for line in lines), Decimal(0)), currency)  # fixes the exponent
+    tax = (round_money(sum((line.vat_amount for line in lines), Decimal(0)), currency) if per_line_tax
+           else round_money(subtotal * rate, currency))
+    if conversion is not None and credit_available:
+        raise ValueError(f"contract {terms.contract_id}: prepaid credit in {terms.currency} on an invoice converted "
+                         f"to {LIRA} is not supported")
+    credits = min(round_money(credit_available, currency), subtotal + tax)
+    return InvoiceDraft(terms.contract_id, terms.org_id, period, currency, tuple(lines),
+                        subtotal, rate, tax, credits, subtotal + tax - credits, conversion)

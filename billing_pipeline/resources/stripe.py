@@ -15,7 +15,7 @@ class StripeResource(dg.ConfigurableResource):
     api_key: str | None = None
     api_base: str | None = None
     max_ops_per_second: float | None = None
-    concurrency: int = 8
+    concurrency: int = 16
     timeout_seconds: float = 30.0
     dry_run: bool = False
 

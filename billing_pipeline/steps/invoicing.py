@@ -6,11 +6,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ..domain.invoicing import InvoiceDraft, draft_invoice
+from ..domain.invoicing import LIRA, Conversion, InvoiceDraft, draft_invoice
 from ..domain.periods import Period
 from ..domain.terms import ContractTerms, RatedCharge
 from ..errors import BillingError, MissingDataError
 from ..stores.postgres import connect, transaction
+from .fx import month_rates
 from .rating import load_terms
 
 
@@ -19,6 +20,21 @@ class DraftedInvoice:
     invoice_id: str
     version: int
     draft: InvoiceDraft
+    problem: str | None = None  # why it cannot be issued as drafted (no trustworthy FX rate)
+
+
+def _conversion(terms: ContractTerms, rates: dict, period: Period) -> tuple[Conversion | None, str | None]:
+    """A Turkish contract rated in another currency needs the month's rate; without one its draft
+    stays in that currency and carries the reason, so that invoice stops and the others proceed."""
+    if terms.region != "TR" or terms.currency == LIRA:
+        return None, None
+    status, rate, ref, estimated, failure = rates.get(terms.currency, (None,) * 5)
+    if status == "OK":
+        return Conversion(terms.currency, rate, ref, estimated), None
+    if status is None:
+        return None, (f"no {terms.currency}->TRY rate: fx_snapshot {period.start.isoformat()} has not been "
+                      "materialized since this contract needed it")
+    return None, f"no trustworthy {terms.currency}->TRY rate for {period.label}: {failure}"
 
 
 def invoice_id(contract_id: str, period: Period, version: int) -> str:
@@ -74,32 +90,51 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[
         issued_versions = dict(conn.execute(
             "SELECT contract_id, max(version) FROM invoices WHERE period_start = %s AND status <> 'DRAFT' GROUP BY 1",
             (period.start,)).fetchall())
-        doc_hashes = dict(conn.execute("SELECT contract_id, signed_doc_sha256 FROM contracts").fetchall())
+        contract_rows = conn.execute("SELECT contract_id, signed_doc_sha256, vat_rate FROM contracts").fetchall()
+        doc_hashes = {r[0]: r[1] for r in contract_rows}
+        vat_rates = {r[0]: None if r[2] is None else Decimal(r[2]) for r in contract_rows}
+        rates = month_rates(conn, period)
 
         credits = credit_balances(conn, period, terms)
         conn.execute("DELETE FROM invoices WHERE period_start = %s AND status = 'DRAFT'", (period.start,))
         drafted = []
         for contract_id in sorted(charges):
-            draft = draft_invoice(terms[contract_id], charges[contract_id], period,
-                                  credits.get(contract_id, Decimal(0)))
+            conversion, problem = _conversion(terms[contract_id], rates, period)
+            try:
+                draft = draft_invoice(terms[contract_id], charges[contract_id], period,
+                                      credits.get(contract_id, Decimal(0)), conversion, vat_rates.get(contract_id))
+            except ValueError as exc:
+                raise BillingError(f"invoice_drafts {period.label}: {exc}") from None
             version = issued_versions.get(contract_id, 0) + 1
-            drafted.append(DraftedInvoice(invoice_id(contract_id, period, version), version, draft))
+            drafted.append(DraftedInvoice(invoice_id(contract_id, period, version), version, draft, problem))
 
         with conn.cursor() as cur:
             cur.executemany(
                 """INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
-                       currency, subtotal, tax_rate, tax, credits_applied, total, contract_doc_sha256, dagster_run_id)
-                   VALUES (%s, %s, %s, %s, %s, %s, 'DRAFT', %s, %s, %s, %s, %s, %s, %s, %s)""",
+                       currency, subtotal, tax_rate, tax, credits_applied, total, contract_doc_sha256, dagster_run_id,
+                       issue_date, source_currency, fx_rate, fx_snapshot_ref, fx_estimated, sink_error, sink_error_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'DRAFT', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                           CASE WHEN %s::text IS NULL THEN NULL ELSE now() END)""",
                 [(i.invoice_id, i.draft.contract_id, i.draft.org_id, period.start, period.end, i.version,
                   i.draft.currency, i.draft.subtotal, i.draft.tax_rate, i.draft.tax, i.draft.credits_applied,
-                  i.draft.total, doc_hashes.get(i.draft.contract_id), run_id) for i in drafted])
+                  i.draft.total, doc_hashes.get(i.draft.contract_id), run_id, period.end,
+                  *_fx_columns(i.draft), i.problem, i.problem) for i in drafted])
             with cur.copy("COPY invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,"
-                          " amount, currency) FROM STDIN") as copy:
+                          " amount, currency, vat_rate, vat_amount, source_amount, source_currency, fx_rate)"
+                          " FROM STDIN") as copy:
                 for i in drafted:
+                    source_currency, fx_rate = _fx_columns(i.draft)[:2]
                     for line in i.draft.lines:
                         copy.write_row((i.invoice_id, line.line_no, line.charge_id, line.description, line.quantity,
-                                        line.unit_price, line.amount, i.draft.currency))
+                                        line.unit_price, line.amount, i.draft.currency, i.draft.tax_rate,
+                                        line.vat_amount, line.source_amount, source_currency, fx_rate))
     return drafted
+
+
+def _fx_columns(draft: InvoiceDraft) -> tuple:
+    """source_currency, fx_rate, fx_snapshot_ref, fx_estimated"""
+    c = draft.conversion
+    return (None, None, None, False) if c is None else (c.currency, c.rate, c.ref, c.estimated)
 
 
 def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:

@@ -1,0 +1,148 @@
+"""TCMB bulletins and the ECB cross-check: parsing, the bulletin an invoice uses, fallbacks, and a
+Turkish invoice converted to lira line by line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from billing_pipeline.close import close_month
+from billing_pipeline.domain.fx import FxDocumentError, bulletin_days_before, parse_ecb, parse_tcmb
+from billing_pipeline.domain.periods import Period
+from billing_pipeline.resources.fx import FxSourcesResource
+from billing_pipeline.steps.fx import FxSources, resolve
+from fx_server import FxServer, tcmb_xml
+from product_defs import product_defs
+
+LIMIT = Decimal("0.02")
+OCT_30, OCT_28, NOV_1 = date(2026, 10, 30), date(2026, 10, 28), date(2026, 11, 1)
+
+
+def test_a_real_shaped_bulletin_parses_per_unit_with_its_declared_encoding():
+    data = tcmb_xml(OCT_30, {"USD": (1, "34.5678"), "JPY": (100, "22.4410"), "CHF": (1, "38.9012")})
+    assert "İSVİÇRE".encode("iso-8859-9") in data  # really ISO-8859-9, not UTF-8
+    bulletin = parse_tcmb(data, expected_date=OCT_30)
+    assert bulletin.rates == {"USD": Decimal("34.5678"), "JPY": Decimal("0.2244100000"), "CHF": Decimal("38.9012")}
+    assert bulletin.units["JPY"] == 100 and "XDR" not in bulletin.rates  # empty ForexBuying: no quote, not zero
+
+
+@pytest.mark.parametrize("data,message", [
+    (tcmb_xml(OCT_30, {"USD": (1, "34.5678")}, dated=OCT_28), "fetched for 2026-10-30 is dated 2026-10-28"),
+    (b"<Tarih_Date Tarih='30.10.2026'><Currency", "not well-formed XML"),
+    (tcmb_xml(OCT_30, {"USD": (1, "34,5678")}), "USD ForexBuying: '34,5678' is not a number"),
+    (tcmb_xml(OCT_30, {"USD": (0, "34.5678")}), "USD Unit '0' is not a positive integer"),
+    (tcmb_xml(OCT_30, {"USD": (1, "-1")}), "-1 is not a positive rate"),
+])
+def test_a_bad_bulletin_is_refused_with_the_reason(data, message):
+    with pytest.raises(FxDocumentError, match=message):
+        parse_tcmb(data, expected_date=OCT_30)
+
+
+def test_the_bulletin_is_the_last_business_day_before_the_issue_date():
+    assert bulletin_days_before(NOV_1)[:3] == [OCT_30, date(2026, 10, 29), OCT_28]  # Sunday -> Friday first
+    assert bulletin_days_before(date(2026, 11, 2))[0] == OCT_30  # Monday -> Friday, never the day itself
+
+
+@pytest.fixture
+def fx():
+    with FxServer() as server:
+        server.publish_tcmb(OCT_28, {"USD": (1, "34.1000"), "EUR": (1, "36.9000")})
+        server.publish_tcmb(OCT_30, {"USD": (1, "34.5678"), "EUR": (1, "37.4321")})
+        server.publish_ecb({OCT_30: {"USD": "1.0850", "TRY": "37.6200"}, OCT_28: {"USD": "1.0800", "TRY": "37.0000"}})
+        yield server
+
+
+def sources(server) -> FxSources:
+    return FxSources(server.tcmb_base, server.ecb_base, attempts=2, base_delay=0.01, timeout=2)
+
+
+def test_the_rate_steps_over_a_holiday_and_is_cross_checked(fx):
+    # 29 October (Republic Day) has no bulletin: an invoice issued on the 30th uses the 28th's
+    result = resolve(sources(fx), {"USD"}, OCT_30, LIMIT)
+    s = result.outcomes[0].snapshot
+    assert (s.rate, s.bulletin_date, s.source, s.estimated) == (Decimal("34.1000"), OCT_28, "TCMB", False)
+    assert fx.requests[:2] == ["/kurlar/202610/29102026.xml", "/kurlar/202610/28102026.xml"]
+    assert s.cross_check.ecb_rate == Decimal("34.2592592593")  # 37.0000 / 1.0800
+    assert s.cross_check.divergence == Decimal("0.004649") and not s.cross_check.flagged
+
+
+def test_a_divergence_beyond_the_limit_is_flagged_not_replaced(fx):
+    fx.publish_ecb({OCT_30: {"USD": "1.0850", "TRY": "40.0000"}})
+    s = resolve(sources(fx), {"USD"}, NOV_1, LIMIT).outcomes[0].snapshot
+    assert s.rate == Decimal("34.5678") and s.cross_check.flagged and s.cross_check.divergence == Decimal("0.062348")
+
+
+def test_no_source_answering_reuses_the_last_known_rate_marked_estimated(fx):
+    from billing_pipeline.domain.fx import FxSnapshot
+
+    fx.down.add("/")
+    none_known = resolve(sources(fx), {"USD"}, NOV_1, LIMIT).outcomes[0]
+    assert none_known.snapshot is None
+    assert none_known.failure.startswith("TCMB did not answer (TCMB http://") and "HTTP 503" in none_known.failure
+    assert none_known.failure.endswith("no earlier USD rate is known")
+
+    september = FxSnapshot("USD", Decimal("33.9000"), "TCMB", date(2026, 9, 30), date(2026, 10, 1), "ab" * 32, False)
+    s = resolve(sources(fx), {"USD"}, NOV_1, LIMIT, lambda c, before: september).outcomes[0].snapshot
+    assert (s.rate, s.source, s.bulletin_date, s.estimated) == (Decimal("33.9000"), "TCMB_LAST_KNOWN",
+                                                                date(2026, 9, 30), True)
+
+
+def test_a_wrongly_dated_file_fails_the_currency_and_is_not_stepped_over(fx):
+    fx.publish_tcmb(OCT_30, {"USD": (1, "34.5678")}, dated=OCT_28)
+    outcome = resolve(sources(fx), {"USD"}, NOV_1, LIMIT).outcomes[0]
+    assert outcome.snapshot is None
+    assert outcome.failure == "TCMB bulletin fetched for 2026-10-30 is dated 2026-10-28"
+
+
+def test_the_ecb_file_parses_every_day():
+    days = parse_ecb(tcmb_free_ecb())
+    assert [d.rate_date for d in days] == [OCT_30, OCT_28]
+    assert days[0].try_per("EUR") == Decimal("37.6200") and days[0].try_per("USD") == Decimal("34.6728110599")
+
+
+def tcmb_free_ecb() -> bytes:
+    from fx_server import ecb_xml
+    return ecb_xml({OCT_30: {"USD": "1.0850", "TRY": "37.6200"}, OCT_28: {"USD": "1.0800", "TRY": "37.0000"}})
+
+
+def test_billing_fx_rate_prints_the_rate_an_invoice_would_use(fx, tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BILLING_")},
+           "BILLING_STATE_DIR": str(tmp_path), "BILLING_TCMB_BASE_URL": fx.tcmb_base,
+           "BILLING_ECB_BASE_URL": fx.ecb_base}
+    out = subprocess.run([sys.executable, "-m", "billing_pipeline.cli", "fx", "rate", "--currency", "usd",
+                          "--date", "2026-11-01"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert {k: answer[k] for k in ("currency", "rate", "bulletin_date", "source", "estimated", "issue_date")} == {
+        "currency": "USD", "rate": "34.5678000000", "bulletin_date": "2026-10-30", "source": "TCMB",
+        "estimated": False, "issue_date": "2026-11-01"}
+    assert answer["raw_sha256"] == __import__("hashlib").sha256(fx.files["/kurlar/202610/30102026.xml"]).hexdigest()
+
+
+def test_a_turkish_contract_rated_in_dollars_is_invoiced_in_lira_line_by_line(october, chdb_path, instance, fx):
+    with psycopg.connect(october, autocommit=True) as conn:
+        conn.execute("UPDATE contracts SET region = 'TR' WHERE contract_id = 'CTR-A'")
+    defs = product_defs(october, chdb_path, fx_sources=FxSourcesResource(tcmb_base_url=fx.tcmb_base,
+                                                                         ecb_base_url=fx.ecb_base))
+    close_month(instance, Period.parse_month("2026-10"), definitions=defs)
+    with psycopg.connect(october) as conn:
+        invoice = conn.execute(
+            """SELECT currency, source_currency, fx_rate::text, fx_snapshot_ref, fx_estimated, issue_date, subtotal::text,
+                      tax::text, total::text FROM invoices WHERE invoice_id = 'CTR-A:2026-10:v1'""").fetchone()
+        lines = conn.execute("""SELECT source_amount::text, source_currency, amount::text, vat_amount::text, currency
+                                FROM invoice_lines WHERE invoice_id = 'CTR-A:2026-10:v1' ORDER BY line_no""").fetchall()
+        snapshot = conn.execute("SELECT status, rate::text, bulletin_date, raw_sha256, divergence_flagged "
+                                "FROM fx_snapshots WHERE currency = 'USD'").fetchone()
+        stored = conn.execute("SELECT count(*) FROM fx_documents").fetchone()[0]
+    # 0.11 USD x 34.5678 = 3.802458 -> 3.80 TRY, KDV 0.76; 0.05 USD x 34.5678 = 1.72839 -> 1.73 TRY, KDV 0.346 -> 0.35
+    assert invoice == ("TRY", "USD", "34.5678000000", "TCMB:2026-10-30:USD", False, NOV_1, "5.5300", "1.1100", "6.6400")
+    assert lines == [("0.0500", "USD", "1.7300", "0.3500", "TRY"), ("0.1100", "USD", "3.8000", "0.7600", "TRY")]
+    assert snapshot[:3] == ("OK", "34.5678000000", OCT_30) and not snapshot[4]
+    assert stored == 2  # the bulletin and the ECB file, byte for byte
