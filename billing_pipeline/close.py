@@ -15,6 +15,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from .assets.audit_snapshot import audit_snapshot
 from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_drafts import invoice_drafts
+from .assets.parasut_invoices import parasut_invoices
 from .assets.partitions import BILLING_START_DATE, daily_partitions, monthly_partitions
 from .assets.rated_charges import rated_charges
 from .assets.stripe_invoices import stripe_invoices
@@ -99,7 +100,7 @@ def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dic
     return CloseResult(rollups.run_id, billing.run_id)
 
 
-SINKS = [stripe_invoices.key]
+SINKS = [stripe_invoices.key, parasut_invoices.key]
 
 
 def issue_month(instance: dg.DagsterInstance, period: Period, definitions: dg.Definitions | None = None) -> str:
@@ -109,5 +110,5 @@ def issue_month(instance: dg.DagsterInstance, period: Period, definitions: dg.De
     job = (definitions or defs).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, asset_selection=SINKS, partition_key=period.start.isoformat(),
                                     run_config=_QUIET, raise_on_error=False)
-    _raise_if_failed(result, f"stripe_invoices {period.start}")
+    _raise_if_failed(result, f"stripe_invoices/parasut_invoices {period.start}")
     return result.run_id

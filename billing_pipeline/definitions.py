@@ -8,18 +8,20 @@ from . import settings
 from .assets.audit_snapshot import audit_snapshot
 from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_drafts import invoice_drafts
+from .assets.parasut_invoices import parasut_invoices
 from .assets.rated_charges import contracts, rated_charges
 from .assets.stripe_invoices import stripe_invoices
 from .assets.usage_rollups import requests_raw, usage_rollups
 from .resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from .resources.audit_storage import AuditStorageResource
 from .resources.fx import FxSourcesResource
+from .resources.parasut import DEFAULT_BASE_URL as PARASUT_BASE_URL, ParasutResource
 from .sensors.automation import billing_automation_sensor, invoice_sinks_sensor
 from .sensors.stripe_events import stripe_payment_events
 from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE
 
 ASSETS = [requests_raw, contracts, usage_rollups, fx_snapshot, rated_charges, invoice_drafts, audit_snapshot,
-          stripe_invoices]
+          stripe_invoices, parasut_invoices]
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -46,6 +48,12 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             tcmb_base_url=settings.env(settings.TCMB_BASE_URL_ENV) or DEFAULT_TCMB_BASE,
             ecb_base_url=settings.env(settings.ECB_BASE_URL_ENV) or DEFAULT_ECB_BASE,
             max_divergence=settings.env(settings.FX_MAX_DIVERGENCE_ENV) or "0.02"),
+        "parasut": ParasutResource(
+            base_url=settings.env(settings.PARASUT_BASE_URL_ENV) or PARASUT_BASE_URL,
+            company_id=settings.env(settings.PARASUT_COMPANY_ID_ENV), client_id=_secret(settings.PARASUT_CLIENT_ID_ENV),
+            client_secret=_secret(settings.PARASUT_CLIENT_SECRET_ENV), username=_secret(settings.PARASUT_USERNAME_ENV),
+            password=_secret(settings.PARASUT_PASSWORD_ENV),
+            dry_run=(settings.env(settings.PARASUT_DRY_RUN_ENV) or "0").lower() in ("1", "true", "yes")),
         "stripe": StripeResource(
             api_key=_secret(settings.STRIPE_API_KEY_ENV), api_base=settings.env(settings.STRIPE_API_BASE_ENV),
             max_ops_per_second=float(settings.env(settings.STRIPE_MAX_OPS_ENV) or 0) or None,

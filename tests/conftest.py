@@ -109,3 +109,17 @@ def october(db_url, usage_store) -> str:
     with transaction(db_url) as conn:
         seed_contracts(conn)
     return db_url
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A moto S3 server over HTTP, with Object Lock, for the length of a test."""
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -8,6 +8,7 @@ from billing_pipeline.definitions import ASSETS
 from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.resources.fx import FxSourcesResource
+from billing_pipeline.resources.parasut import ParasutResource
 
 # Nothing in a test may reach the public FX sites: an address that refuses at once.
 OFFLINE = "http://127.0.0.1:9"
@@ -20,6 +21,7 @@ def product_defs(db_url: str, chdb_path=None, **overrides) -> dg.Definitions:
         "openmeter": OpenMeterResource(),
         "audit_storage": AuditStorageResource(),
         "stripe": StripeResource(),
+        "parasut": ParasutResource(),
         "fx_sources": FxSourcesResource(tcmb_base_url=OFFLINE, ecb_base_url=OFFLINE),
         **overrides,
     }

@@ -11,7 +11,7 @@ stop either in the UI (stopping invoice_sinks holds invoicing while closes go on
 
 import dagster as dg
 
-SINK_ASSETS = dg.AssetSelection.assets("stripe_invoices")
+SINK_ASSETS = dg.AssetSelection.assets("stripe_invoices", "parasut_invoices")
 
 billing_automation_sensor = dg.AutomationConditionSensorDefinition(
     "billing_automation",

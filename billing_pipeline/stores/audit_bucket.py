@@ -70,6 +70,12 @@ class AuditBucket:
                 raise AuditStorageError(f"{prefix}/{name}: stored without a COMPLIANCE lock")
         return versions
 
+    def put(self, key: str, data: bytes) -> str:
+        """One locked object (an invoice PDF, an appendix), read back; returns s3://bucket/key?versionId=..."""
+        prefix, _, name = key.rpartition("/")
+        version = self.upload(prefix, {name: data})[name]
+        return f"s3://{self.bucket}/{key}?versionId={version}"
+
     def download(self, prefix: str) -> tuple[dict[str, bytes], dict[str, str]]:
         """The latest version of every object under the prefix, and their version ids."""
         listing = self._call("ListObjectsV2", self._s3.list_objects_v2, Bucket=self.bucket, Prefix=f"{prefix}/")

@@ -1,0 +1,162 @@
+"""What we send Parasut for one Turkish invoice. No I/O here.
+
+Rules (also in the README):
+- The invoice is in lira (Parasut's code TRL), issued on the first day after the month, due in
+  the contract's days_until_due.
+- Each line goes as quantity 1 at its lira amount, with the metered quantity in its description:
+  Parasut computes a line's net as quantity x unit price rounded, and our amounts come from tiered
+  and shared prices whose exact product has many digits; sending the amount keeps Parasut's
+  figures equal to ours to the kurus. KDV per line at the contract's rate (20% by default).
+- A fixed-price contract goes as one static line ("Monthly RPC Service - 25,000 TL"); its usage
+  goes in an appendix (JSON and PDF) stored in S3 and referenced, with its SHA-256, in the note.
+- The description carries our invoice id (the reference the sink looks up after an uncertain
+  failure) and the signed contract's document hash.
+- Refused before any call: a customer without a valid tax number (VKN, 10 digits; or TCKN, 11
+  digits with its check digits), a KDV rate Turkey does not have, an invoice not in lira.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+PARASUT_LIRA = "TRL"
+KDV_RATES = (Decimal(0), Decimal(1), Decimal(8), Decimal(10), Decimal(18), Decimal(20))  # percent
+
+
+class InvoiceRejected(ValueError):
+    """This invoice cannot go to Parasut as it stands; the message is the stored reason."""
+
+
+@dataclass(frozen=True)
+class TurkishLine:
+    line_no: int
+    description: str
+    amount: Decimal  # lira, rounded
+    vat_amount: Decimal
+
+
+@dataclass(frozen=True)
+class TurkishInvoice:
+    invoice_id: str
+    contract_id: str
+    contract_type: str  # METERED, FIXED, HYBRID
+    org_id: str
+    legal_name: str
+    tax_number: str | None
+    tax_office: str | None
+    email: str | None
+    address: str | None
+    currency: str
+    period_start: date
+    issue_date: date
+    days_until_due: int
+    vat_rate: Decimal  # a share: 0.20
+    subtotal: Decimal
+    tax: Decimal
+    total: Decimal
+    lines: tuple[TurkishLine, ...]
+    contract_doc_sha256: str | None = None
+    problem: str | None = None  # set at drafting (no trustworthy FX rate)
+
+    @property
+    def period_label(self) -> str:
+        return self.period_start.strftime("%Y-%m")
+
+
+def tckn_is_valid(number: str) -> bool:
+    """The Turkish identity number's two check digits."""
+    if len(number) != 11 or not number.isdigit() or number[0] == "0":
+        return False
+    d = [int(c) for c in number]
+    tenth = ((d[0] + d[2] + d[4] + d[6] + d[8]) * 7 - (d[1] + d[3] + d[5] + d[7])) % 10
+    return d[9] == tenth and d[10] == sum(d[:10]) % 10
+
+
+def contact_type(tax_number: str) -> str:
+    return "company" if len(tax_number) == 10 else "person"
+
+
+def vat_percent(inv: TurkishInvoice) -> Decimal:
+    return (inv.vat_rate * 100).normalize()
+
+
+def check_issuable(inv: TurkishInvoice) -> None:
+    if inv.problem:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: {inv.problem}")
+    number = (inv.tax_number or "").strip()
+    if not number:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: customer {inv.org_id} has no tax number (VKN or TCKN); "
+                              "a Turkish e-invoice needs one")
+    if not number.isdigit() or len(number) not in (10, 11) or (len(number) == 11 and not tckn_is_valid(number)):
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: customer {inv.org_id} tax number {number!r} is neither a "
+                              "VKN (10 digits) nor a valid TCKN (11 digits)")
+    if vat_percent(inv) not in KDV_RATES:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: KDV rate {vat_percent(inv):f}% is not a Turkish rate "
+                              f"({', '.join(f'{r}%' for r in KDV_RATES)})")
+    if inv.currency != "TRY":
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: it is in {inv.currency}, a Turkish invoice must be in TRY")
+    if inv.total < 0:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: negative total {inv.total} TRY is a refund, not an invoice")
+
+
+def contact_attributes(inv: TurkishInvoice) -> dict:
+    number = inv.tax_number.strip()
+    attributes = {"name": inv.legal_name, "contact_type": contact_type(number), "tax_number": number,
+                  "account_type": "customer"}
+    if inv.tax_office:
+        attributes["tax_office"] = inv.tax_office
+    if inv.email:
+        attributes["email"] = inv.email
+    if inv.address:
+        attributes["address"] = inv.address
+    return attributes
+
+
+def lira_text(amount: Decimal) -> str:
+    """25000 -> '25,000'; 25000.5 -> '25,000.50'"""
+    return f"{amount:,.0f}" if amount == amount.to_integral_value() else f"{amount:,.2f}"
+
+
+def detail_lines(inv: TurkishInvoice) -> list[tuple[str, Decimal]]:
+    """(description, lira amount) per Parasut line; a fixed contract's usage goes to the appendix."""
+    if inv.contract_type == "FIXED":
+        return [(f"Monthly RPC Service - {lira_text(inv.subtotal)} TL", inv.subtotal)]
+    return [(line.description, line.amount) for line in inv.lines]
+
+
+def reference_text(inv: TurkishInvoice, appendix: str | None = None) -> str:
+    parts = [f"RPC hizmet bedeli {inv.period_label}", f"Ref: {inv.invoice_id}"]
+    if inv.contract_doc_sha256:
+        parts.append(f"Sozlesme SHA-256: {inv.contract_doc_sha256}")
+    if appendix:
+        parts.append(f"Kullanim eki: {appendix}")
+    return " | ".join(parts)
+
+
+def sales_invoice_body(inv: TurkishInvoice, contact_id: str, appendix: str | None = None) -> dict:
+    check_issuable(inv)
+    vat = vat_percent(inv)
+    details = [{"type": "sales_invoice_details",
+                "attributes": {"quantity": Decimal(1), "unit_price": amount, "vat_rate": vat,
+                               "description": description[:255]}}
+               for description, amount in detail_lines(inv)]
+    return {"data": {
+        "type": "sales_invoices",
+        "attributes": {"item_type": "invoice", "description": reference_text(inv, appendix),
+                       "issue_date": inv.issue_date.isoformat(),
+                       "due_date": (inv.issue_date + timedelta(days=inv.days_until_due)).isoformat(),
+                       "currency": PARASUT_LIRA},
+        "relationships": {"details": {"data": details},
+                          "contact": {"data": {"id": contact_id, "type": "contacts"}}},
+    }}
+
+
+def appendix_document(inv: TurkishInvoice) -> dict:
+    """The usage appendix of a fixed-price invoice (its JSON form)."""
+    return {"invoice_id": inv.invoice_id, "contract_id": inv.contract_id, "period": inv.period_label,
+            "fixed_fee_try": f"{inv.subtotal:f}",
+            "lines": [{"line_no": line.line_no, "description": line.description, "amount_try": f"{line.amount:f}"}
+                      for line in inv.lines],
+            "contract_doc_sha256": inv.contract_doc_sha256}

@@ -1,0 +1,1 @@
+"""Parasut: Turkish e-invoices (e-Fatura / e-Arsiv) in lira, issued once per contract-month."""
