@@ -12,24 +12,22 @@ database is created for the run and dropped after.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import psutil
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "tests")]
 
 from billing_pipeline.domain.periods import Period  # noqa: E402
 from billing_pipeline.sinks.stripe.gateway import StripeGateway  # noqa: E402
 from billing_pipeline.sinks.stripe.issuing import issue_month  # noqa: E402
 from billing_pipeline.stores.plans import sync_plans  # noqa: E402
-from billing_pipeline.stores.postgres import migrate  # noqa: E402
 from month_fixture import TEST_PLANS  # noqa: E402
+from scratch_db import scratch_database  # noqa: E402
 from stripe_server import StripeServer  # noqa: E402
 
 
@@ -68,13 +66,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
-    admin = os.environ.get("BILLING_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"bench_stripe_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    try:
-        migrate(url)
+    with scratch_database("bench_stripe") as url:
         seed(url, args.invoices, args.lines, args.orgs)
         with StripeServer(rate_limit=args.rate, latency=args.latency) as server:
             gateway = StripeGateway("sk_test_bench", server.url, args.rate)
@@ -94,9 +86,6 @@ def main() -> None:
             print(f"429 answers          {server.stripe.rate_limited} (retried: {gateway.retried})")
             print(f"invoices per minute  {issued / seconds * 60:,.0f}")
             print(f"peak RSS             {rss:,.0f} MiB (process, includes the local server)")
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 if __name__ == "__main__":

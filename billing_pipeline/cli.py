@@ -85,22 +85,25 @@ def _issue(db_url: str, period: Period) -> None:
     from .instance import get_instance
     from .stores.postgres import connect
 
-    live = bool(settings.env(settings.STRIPE_API_KEY_ENV)) and (settings.env(settings.STRIPE_DRY_RUN_ENV) or "0") \
-        not in ("1", "true", "yes")
-    done = _step(f"issuing {period.label} through stripe_invoices ({'live' if live else 'dry run: nothing is sent'})")
+    done = _step(f"issuing {period.label} through stripe_invoices and parasut_invoices (each a dry run unless its "
+                 "credentials are set: then nothing is sent)")
     with get_instance(db_url) as instance:
         run_id = issue_month(instance, period)
     with connect(db_url) as conn:
-        issued, stopped = conn.execute(
-            """SELECT count(*) FILTER (WHERE i.sink = 'STRIPE' AND i.status IN ('ISSUED', 'PAID', 'VOID')),
-                      count(*) FILTER (WHERE i.sink_error IS NOT NULL)
-               FROM invoices i JOIN contracts c USING (contract_id)
-               WHERE i.period_start = %s AND c.region = 'GLOBAL'""", (period.start,)).fetchone()
-        recorded = conn.execute(
-            """SELECT count(DISTINCT o.invoice_id), count(*) FROM sink_outbox o JOIN invoices i USING (invoice_id)
-               WHERE i.period_start = %s AND o.status = 'DRY_RUN'""", (period.start,)).fetchone()
-    print(f"   run {run_id}: {issued} issued in Stripe, {stopped} stopped (reason on the invoice)"
-          + ("" if live else f"; dry run: {recorded[1]} requests for {recorded[0]} invoices recorded in sink_outbox"))
+        for sink, region in (("STRIPE", "GLOBAL"), ("PARASUT", "TR")):
+            issued, stopped, recorded, invoices = conn.execute(
+                """SELECT count(*) FILTER (WHERE i.sink = %(sink)s AND i.status IN ('ISSUED', 'PAID', 'VOID')),
+                          count(*) FILTER (WHERE i.sink_error IS NOT NULL),
+                          (SELECT count(*) FROM sink_outbox o JOIN invoices j USING (invoice_id)
+                           WHERE j.period_start = %(start)s AND o.sink = %(sink)s AND o.status = 'DRY_RUN'),
+                          count(*)
+                   FROM invoices i JOIN contracts c USING (contract_id)
+                   WHERE i.period_start = %(start)s AND c.region = %(region)s""",
+                {"sink": sink, "start": period.start, "region": region}).fetchone()
+            name = sink.title()
+            print(f"   {name}: {invoices} invoices, {issued} issued, {stopped} stopped (reason on the invoice)"
+                  + (f"; dry run: {recorded} requests recorded in sink_outbox" if recorded else ""))
+    print(f"   run {run_id}")
     done()
 
 

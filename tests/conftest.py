@@ -123,3 +123,19 @@ def s3_endpoint(monkeypatch):
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def signing_key(monkeypatch, tmp_path):
+    """An Ed25519 audit signing key in BILLING_AUDIT_SIGNING_KEY; returns its public key file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    monkeypatch.setenv("BILLING_AUDIT_SIGNING_KEY", pem)
+    public = tmp_path / "public_key.pem"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return public

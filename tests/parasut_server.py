@@ -502,7 +502,7 @@ class FakeParasut:
         if grant is None or grant["expires_at"] <= self.now():
             why = "expired" if grant else ("missing" if not token else "invalid or revoked")
             raise ApiError(401, "Unauthorized", f"The access token is {why}",
-                           headers={"WWW-Authenticate": f'Bearer realm="Doorkeeper", error="invalid_token"'})
+                           headers={"WWW-Authenticate": 'Bearer realm="Doorkeeper", error="invalid_token"'})
 
     # --- /v4 ---
     def _api(self, method: str, path: str, query: str, headers, body: bytes) -> Reply:

@@ -10,8 +10,6 @@ import boto3
 import dagster as dg
 import psycopg
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from billing_pipeline.close import close_month
 from billing_pipeline.domain.periods import Period
@@ -23,18 +21,6 @@ from billing_pipeline.stores.ledger import verify
 from product_defs import product_defs
 
 PREFIX = "snapshots/2026-10"
-
-
-@pytest.fixture
-def signing_key(monkeypatch, tmp_path):
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    monkeypatch.setenv("BILLING_AUDIT_SIGNING_KEY", pem)
-    public = tmp_path / "public_key.pem"
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
-    return public
 
 
 @pytest.fixture

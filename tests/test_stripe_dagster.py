@@ -167,7 +167,7 @@ def test_sink_sensors_start_running_and_target_only_the_sinks():
     assert sensors["invoice_sinks"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["stripe_payment_events"].default_status == dg.DefaultSensorStatus.RUNNING
     graph = deployed_defs.resolve_asset_graph()
-    assert sensors["invoice_sinks"].asset_selection.resolve(graph) == {SINK}
+    assert sensors["invoice_sinks"].asset_selection.resolve(graph) == {SINK, dg.AssetKey("parasut_invoices")}
     assert SINK not in sensors["billing_automation"].asset_selection.resolve(graph)
 
 

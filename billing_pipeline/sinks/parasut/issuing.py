@@ -239,10 +239,11 @@ def issue_invoice(conn, client: ParasutClient, inv: TurkishInvoice, storage, pol
         ours = [s for s in found if _mentions(s["attributes"].get("description") or "", inv.invoice_id)]
         return ours[0]["id"] if ours else None
 
-    sales_invoice_id = _send(conn, client, f"parasut:{inv.invoice_id}:sales_invoice", inv.invoice_id,
-                             "/sales_invoices", body, lookup=by_reference)[0]
+    sales_invoice_id, how = _send(conn, client, f"parasut:{inv.invoice_id}:sales_invoice", inv.invoice_id,
+                                  "/sales_invoices", body, lookup=by_reference)
 
-    document = _active_document(client, sales_invoice_id)
+    # a sales invoice made just now has no e-document; one made before may (a re-run, a crash)
+    document = None if how == "created" else _active_document(client, sales_invoice_id)
     if document is None:
         inboxes = client.request("GET", "/e_invoice_inboxes", params={"filter[vkn]": inv.tax_number.strip()})["data"]
         if inboxes:
@@ -273,14 +274,17 @@ def issue_invoice(conn, client: ParasutClient, inv: TurkishInvoice, storage, pol
         else:
             document = _wait_for_document(client, made, sales_invoice_id, polls)
     kind = "E_FATURA" if document["type"] == "e_invoices" else "E_ARSIV"
-    current = client.request("GET", f"/sales_invoices/{sales_invoice_id}")
-    record_issued(conn, inv.invoice_id, sales_invoice_id, current["data"]["attributes"], kind, document["id"])
+    attributes = document.get("invoice_attributes") or client.request(
+        "GET", f"/sales_invoices/{sales_invoice_id}")["data"]["attributes"]
+    record_issued(conn, inv.invoice_id, sales_invoice_id, attributes, kind, document["id"])
     return kind
 
 
 def _active_document(client: ParasutClient, sales_invoice_id: str) -> dict | None:
+    """The e-document linked to the sales invoice, with the invoice's own attributes (its totals)."""
     current = client.request("GET", f"/sales_invoices/{sales_invoice_id}", params={"include": "active_e_document"})
-    return (current["data"].get("relationships", {}).get("active_e_document") or {}).get("data")
+    linked = (current["data"].get("relationships", {}).get("active_e_document") or {}).get("data")
+    return None if linked is None else {**linked, "invoice_attributes": current["data"]["attributes"]}
 
 
 def _wait_for_document(client: ParasutClient, job_id: str, sales_invoice_id: str, polls: PollPolicy) -> dict:

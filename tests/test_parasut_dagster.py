@@ -1,0 +1,59 @@
+"""The Parasut sink in Dagster after a real month close: its checks red on bad input, green after the fix."""
+
+from __future__ import annotations
+
+import dagster as dg
+import psycopg
+
+from billing_pipeline.assets.parasut_invoices import parasut_invoices
+from billing_pipeline.close import close_month
+from billing_pipeline.domain.periods import Period
+from billing_pipeline.resources.audit_storage import AuditStorageResource
+from billing_pipeline.resources.parasut import ParasutResource
+from billing_pipeline.stores.audit_bucket import AuditBucket
+from parasut_server import ParasutServer
+from product_defs import product_defs
+
+
+def test_the_fixed_turkish_contract_becomes_an_e_fatura_after_its_tax_number_is_fixed(october, chdb_path, instance,
+                                                                                      s3_endpoint, signing_key):
+    AuditBucket("billing-docs", s3_endpoint).create()
+    with psycopg.connect(october, autocommit=True) as conn:
+        conn.execute("UPDATE customers SET tax_id = NULL WHERE org_id = 'org_b'")
+    with ParasutServer(rate_limit=None, job_seconds_until_done=0.02) as server:
+        server.parasut.inboxes["1234567890"] = ["urn:mail:defaultpk@beta.test"]
+        defs = product_defs(october, chdb_path, audit_storage=AuditStorageResource(
+            endpoint_url=s3_endpoint, bucket="billing-docs"), parasut=ParasutResource(
+            base_url=server.url, company_id="1234", client_id="cid", client_secret="csecret",
+            username="api@example.test", password="pw", requests_per_window=1000, window_seconds=1.0,
+            poll_interval_seconds=0.01))
+        close_month(instance, Period.parse_month("2026-10"), definitions=defs)
+        job = defs.resolve_implicit_global_asset_job_def()
+
+        def run():
+            result = job.execute_in_process(instance=instance, asset_selection=[parasut_invoices.key],
+                                            partition_key="2026-10-01")
+            checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+            return result.asset_materializations_for_node("parasut_invoices")[0].metadata, checks
+
+        meta, checks = run()
+        assert checks["all_turkish_invoices_issued"].passed is False
+        assert "customer org_b has no tax number" in checks["all_turkish_invoices_issued"].metadata["reasons"].value
+        assert server.parasut.writes() == 0
+
+        with psycopg.connect(october, autocommit=True) as conn:
+            conn.execute("UPDATE customers SET tax_id = '1234567890' WHERE org_id = 'org_b'")
+        meta, checks = run()
+        assert {name: c.passed for name, c in checks.items()} == {"all_turkish_invoices_issued": True,
+                                                                  "parasut_totals_match": True}
+        assert (meta["issued"].value, meta["e_fatura"].value, meta["pdfs_stored"].value) == (1, 1, 1)
+        beta = server.parasut.sales_invoices_for("1234567890")
+        assert [(d["description"], d["unit_price"]) for d in beta[0]["details"]] == [
+            ("Monthly RPC Service - 25,000 TL", 25000)]
+    with psycopg.connect(october) as conn:
+        row = conn.execute("""SELECT status, e_document_kind, external_total::text, total::text, pdf_location,
+                                     appendix_location FROM invoices WHERE invoice_id = 'CTR-B:2026-10:v1'""").fetchone()
+    assert row[:4] == ("ISSUED", "E_FATURA", "30000.0000", "30000.0000")
+    assert row[4].startswith("s3://billing-docs/invoices/2026-10/CTR-B_2026-10_v1.pdf?versionId=")
+    assert row[5].startswith("s3://billing-docs/invoices/2026-10/CTR-B_2026-10_v1-usage.pdf?versionId=")
+    assert dg.AssetKey("parasut_invoices") in defs.resolve_asset_graph().get_all_asset_keys()
