@@ -146,3 +146,49 @@ def test_a_turkish_contract_rated_in_dollars_is_invoiced_in_lira_line_by_line(oc
     assert lines == [("0.0500", "USD", "1.7300", "0.3500", "TRY"), ("0.1100", "USD", "3.8000", "0.7600", "TRY")]
     assert snapshot[:3] == ("OK", "34.5678000000", OCT_30) and not snapshot[4]
     assert stored == 2  # the bulletin and the ECB file, byte for byte
+
+
+def _close_with(october, chdb_path, instance, fx, tr_contract="CTR-A"):
+    with psycopg.connect(october, autocommit=True) as conn:
+        conn.execute("UPDATE contracts SET region = 'TR' WHERE contract_id = %s", (tr_contract,))
+    defs = product_defs(october, chdb_path, fx_sources=FxSourcesResource(tcmb_base_url=fx.tcmb_base,
+                                                                         ecb_base_url=fx.ecb_base))
+    close_month(instance, Period.parse_month("2026-10"), definitions=defs)
+
+
+def _latest_check(instance, name: str):
+    import dagster as dg
+    record = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("fx_snapshot"), name), limit=1)[0]
+    return record.evaluation.passed
+
+
+def test_a_wrongly_dated_bulletin_stops_only_the_invoices_needing_it(october, chdb_path, instance, fx):
+    fx.publish_tcmb(OCT_30, {"USD": (1, "34.5678")}, dated=OCT_28)
+    _close_with(october, chdb_path, instance, fx)
+    with psycopg.connect(october) as conn:
+        drafts = dict(conn.execute("SELECT invoice_id, currency || ' ' || coalesce(sink_error, '-') FROM invoices"))
+    assert drafts["CTR-A:2026-10:v1"] == ("USD no trustworthy USD->TRY rate for 2026-10: TCMB bulletin fetched for "
+                                          "2026-10-30 is dated 2026-10-28")
+    assert drafts["CTR-B:2026-10:v1"] == "TRY -" and drafts["CTR-C:2026-10:v1"] == "EUR -"  # the others proceed
+    assert _latest_check(instance, "fx_rates_present") is False
+
+    from billing_pipeline.sinks.parasut.issuing import issue_month
+    outcome = {o.invoice_id: o for o in issue_month(october, None, Period.parse_month("2026-10")).outcomes}
+    assert outcome["CTR-A:2026-10:v1"].status == "FAILED" and "is dated 2026-10-28" in outcome["CTR-A:2026-10:v1"].reason
+    assert outcome["CTR-B:2026-10:v1"].status == "DRY_RUN"
+
+
+def test_with_no_source_answering_the_last_known_rate_is_used_and_marked_estimated(october, chdb_path, instance, fx):
+    with psycopg.connect(october, autocommit=True) as conn:
+        conn.execute("""INSERT INTO fx_snapshots (period_start, currency, issue_date, status, rate, source, bulletin_date,
+                            fetched_at, raw_sha256) VALUES ('2026-09-01', 'USD', '2026-10-01', 'OK', 33.9000, 'TCMB',
+                            '2026-09-30', now(), %s)""", ("cd" * 32,))
+    fx.down.add("/")
+    _close_with(october, chdb_path, instance, fx)
+    with psycopg.connect(october) as conn:
+        row = conn.execute("SELECT currency, fx_rate::text, fx_snapshot_ref, fx_estimated, subtotal::text "
+                           "FROM invoices WHERE invoice_id = 'CTR-A:2026-10:v1'").fetchone()
+    # 0.05 x 33.9 = 1.695 -> 1.70; 0.11 x 33.9 = 3.729 -> 3.73
+    assert row == ("TRY", "33.9000000000", "TCMB_LAST_KNOWN:2026-09-30:USD", True, "5.4300")
+    assert _latest_check(instance, "fx_not_estimated") is False and _latest_check(instance, "fx_rates_present") is True
