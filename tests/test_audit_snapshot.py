@@ -45,7 +45,7 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
     assert s3.get_object_lock_configuration(Bucket="audit-test")["ObjectLockConfiguration"]["ObjectLockEnabled"] \
         == "Enabled"
     names = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="audit-test", Prefix=PREFIX)["Contents"])
-    assert names == [f"{PREFIX}/{n}" for n in ["contracts.csv", "fx_rates.csv", "invoice_lines.csv", "invoices.csv",
+    assert names == [f"{PREFIX}/{n}" for n in ["contracts.csv", "fx_rates.csv", "fx_snapshots.csv", "invoice_lines.csv", "invoices.csv",
                                               "manifest.json", "manifest.sig", "public_key.pem",
                                               "rated_charges.csv", "source_totals.csv", "usage_rollups.csv"]]
     head = s3.head_object(Bucket="audit-test", Key=f"{PREFIX}/manifest.json")
@@ -57,14 +57,14 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
     ok = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
                     "--prove-line", "CTR-A:2026-10:v1#2", db_url=snapshot, endpoint=s3_endpoint)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "snapshot OK: 2026-10, 7 files, 9 invoice lines" in ok.stdout
+    assert "snapshot OK: 2026-10, 8 files, 9 invoice lines" in ok.stdout
     assert "line: CTR-A:2026-10:v1,2," in ok.stdout and "proof leads to merkle root" in ok.stdout
 
     with psycopg.connect(snapshot) as conn:
         assert verify(conn).ok
         accounts = [r[0] for r in conn.execute(
             "SELECT account FROM ledger WHERE event = 'AUDIT_SNAPSHOT' ORDER BY entry_id")]
-    assert len(accounts) == 11 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"
+    assert len(accounts) == 12 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"
     assert any(a.startswith("audit:manifest.json@") for a in accounts)
 
 

@@ -34,11 +34,17 @@ EXPORTS = {
                             WHERE period_start = %(start)s ORDER BY contract_id, position""",
     "fx_rates.csv": """SELECT rate_date, source, base_currency, quote_currency, kind, unit, rate, bulletin_sha256
                        FROM fx_rates WHERE rate_date >= %(start)s - 7 AND rate_date < %(end)s ORDER BY 1, 2, 3, 4, 5""",
+    "fx_snapshots.csv": """SELECT period_start, currency, issue_date, status, rate, source, bulletin_date, raw_sha256,
+                                  estimated, ecb_rate, ecb_date, divergence, divergence_flagged, failure
+                           FROM fx_snapshots WHERE period_start = %(start)s ORDER BY currency""",
     "invoices.csv": """SELECT invoice_id, contract_id, org_id, period_start, period_end, version, status, currency,
-                              subtotal, tax_rate, tax, credits_applied, total, fx_snapshot_ref, contract_doc_sha256
+                              subtotal, tax_rate, tax, credits_applied, total, fx_snapshot_ref, contract_doc_sha256,
+                              issue_date, source_currency, fx_rate, fx_estimated, sink, external_id, external_number,
+                              e_document_kind, pdf_sha256
                        FROM invoices WHERE period_start = %(start)s ORDER BY invoice_id""",
     "invoice_lines.csv": """SELECT l.invoice_id, l.line_no, l.charge_id, l.description, l.quantity, l.unit_price,
-                                   l.amount, l.currency FROM invoice_lines l JOIN invoices i USING (invoice_id)
+                                   l.amount, l.currency, l.vat_amount, l.source_amount, l.source_currency, l.fx_rate
+                            FROM invoice_lines l JOIN invoices i USING (invoice_id)
                             WHERE i.period_start = %(start)s ORDER BY l.invoice_id, l.line_no""",
     "contracts.csv": """SELECT contract_id, org_id, plan_id, contract_type, currency, region, start_at, end_at,
                                signed_doc_url, signed_doc_sha256 FROM contracts
