@@ -8,6 +8,7 @@ from . import settings
 from .assets.audit_snapshot import audit_snapshot
 from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_drafts import invoice_drafts
+from .assets.ledger import ledger, ledger_balanced_and_chained
 from .assets.parasut_invoices import parasut_invoices
 from .assets.rated_charges import contracts, rated_charges
 from .assets.stripe_invoices import stripe_invoices
@@ -17,11 +18,13 @@ from .resources.audit_storage import AuditStorageResource
 from .resources.fx import FxSourcesResource
 from .resources.parasut import DEFAULT_BASE_URL as PARASUT_BASE_URL, ParasutResource
 from .sensors.automation import billing_automation_sensor, invoice_sinks_sensor
+from .sensors.check_alerts import check_alerts
 from .sensors.stripe_events import stripe_payment_events
 from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE
 
 ASSETS = [requests_raw, contracts, usage_rollups, fx_snapshot, rated_charges, invoice_drafts, audit_snapshot,
-          stripe_invoices, parasut_invoices]
+          stripe_invoices, parasut_invoices, ledger]
+ASSET_CHECKS = [ledger_balanced_and_chained]
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -68,8 +71,9 @@ def build_definitions() -> dg.Definitions:
     embedded_usage_store = settings.env(settings.CLICKHOUSE_URL_ENV) is None
     return dg.Definitions(
         assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
         resources=build_resources(),
-        sensors=[billing_automation_sensor, invoice_sinks_sensor, stripe_payment_events],
+        sensors=[billing_automation_sensor, invoice_sinks_sensor, stripe_payment_events, check_alerts],
         executor=dg.in_process_executor if embedded_usage_store else dg.multiprocess_executor,
     )
 

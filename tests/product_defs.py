@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from billing_pipeline.definitions import ASSETS
+from billing_pipeline.definitions import ASSET_CHECKS, ASSETS
 from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.resources.fx import FxSourcesResource
@@ -25,4 +25,5 @@ def product_defs(db_url: str, chdb_path=None, **overrides) -> dg.Definitions:
         "fx_sources": FxSourcesResource(tcmb_base_url=OFFLINE, ecb_base_url=OFFLINE),
         **overrides,
     }
-    return dg.Definitions(assets=ASSETS, resources=resources, executor=dg.in_process_executor)
+    return dg.Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, resources=resources,
+                          executor=dg.in_process_executor)

@@ -8,6 +8,8 @@ import dagster as dg
 from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..steps.invoicing import draft_month, draft_problems
+from ..steps.reconciliation import lira_lines_match_rate
+from ..stores.postgres import connect
 from .partitions import monthly_partitions
 from .fx_snapshot import fx_snapshot
 from .rated_charges import rated_charges
@@ -24,7 +26,10 @@ from .reporting import failures_as_messages, markdown_table, money_text
         "drafts_add_up", asset="invoice_drafts", blocking=True,
         description="Every draft's lines sum to its subtotal, its total is subtotal + tax - credits and not negative, "
                     "and each contract has one current draft for the month. Blocking: no sink issues a month "
-                    "that fails it.")],
+                    "that fails it."),
+        dg.AssetCheckSpec(
+            "lira_lines_match_rate", asset="invoice_drafts", blocking=True,
+            description="Each lira line equals its source line times the month's TCMB rate, rounded to the kurus.")],
 )
 def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
     """DRAFT invoices (subtotal, tax, total, lines rounded once to the minor unit). Re-running
@@ -40,7 +45,13 @@ def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabas
     check = dg.AssetCheckResult(check_name="drafts_add_up", passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
                                 metadata={"drafts": len(drafted), "problems": len(problems),
                                           "details": markdown_table(["invoice", "problem"], problems[:50])})
-    return dg.MaterializeResult(check_results=[check], metadata={
+    with connect(billing_db.get_url()) as conn:
+        lira = lira_lines_match_rate(conn, period)
+    lira_check = dg.AssetCheckResult(
+        check_name="lira_lines_match_rate", passed=lira.passed, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={**lira.counts, "differences": markdown_table(
+            ["invoice", "line", "source amount", "rate", "amount", "expected", "difference"], lira.rows[:50])})
+    return dg.MaterializeResult(check_results=[check, lira_check], metadata={
         "dagster/row_count": len(drafted),
         "invoice_lines": sum(len(i.draft.lines) for i in drafted),
         "total": money_text(dict(totals)),

@@ -14,7 +14,7 @@ from .conditions import issue_once
 from .invoice_drafts import invoice_drafts
 from .partitions import monthly_partitions
 from .rated_charges import contracts
-from .reporting import failures_as_messages, markdown_table, money_text
+from .reporting import failures_as_messages, markdown_table, money_text, outbox_check
 
 ALL_ISSUED = "all_turkish_invoices_issued"
 TOTALS_MATCH = "parasut_totals_match"
@@ -33,6 +33,9 @@ TOTALS_MATCH = "parasut_totals_match"
                                       "stored; a stopped invoice is listed with its reason."),
         dg.AssetCheckSpec(TOTALS_MATCH, asset="parasut_invoices",
                           description="Parasut's net, KDV and total equal our TRY invoice to the kurus."),
+        dg.AssetCheckSpec("outbox_not_stuck", asset="parasut_invoices",
+                          description="No write to Parasut has been left pending (maybe sent) or failed for "
+                                      "more than an hour."),
     ],
 )
 def parasut_invoices(context: dg.AssetExecutionContext, billing_db: BillingDatabase, parasut: ParasutResource,
@@ -91,4 +94,5 @@ def parasut_invoices(context: dg.AssetExecutionContext, billing_db: BillingDatab
                             metadata={"differing": len(differing), "differences": markdown_table(
                                 ["invoice", "net", "Parasut net", "KDV", "Parasut KDV", "total", "Parasut total"],
                                 differing[:50])}),
+        outbox_check(db_url, "PARASUT"),
     ])

@@ -7,6 +7,8 @@ import dagster as dg
 from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..steps.rating import rate_month
+from ..steps.reconciliation import renewal_notices
+from ..stores.postgres import connect
 from .partitions import monthly_partitions
 from .reporting import failures_as_messages, markdown_table, money_text
 from .usage_rollups import usage_rollups
@@ -30,8 +32,12 @@ contracts = dg.AssetSpec(
     check_specs=[
         dg.AssetCheckSpec("all_usage_rated", asset="rated_charges",
                           description="Every request of the month is covered by a contract."),
-        dg.AssetCheckSpec("usage_within_caps", asset="rated_charges",
-                          description="No contract crossed a usage cap (alerts only, nothing is charged)."),
+        dg.AssetCheckSpec("usage_within_soft_caps", asset="rated_charges",
+                          description="No contract crossed a soft usage cap (a warning to the account team)."),
+        dg.AssetCheckSpec("usage_within_hard_caps", asset="rated_charges",
+                          description="No contract crossed a hard usage cap: an alert, never an automatic charge."),
+        dg.AssetCheckSpec("renewal_notices", asset="rated_charges",
+                          description="No contract without auto-renew ends within 30 days of the month's end."),
     ],
 )
 def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
@@ -46,10 +52,14 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
                             severity=dg.AssetCheckSeverity.ERROR,
                             metadata={"unrated_requests": summary.unrated_requests,
                                       "orgs": ", ".join(summary.unrated_orgs[:20]) or "none"}),
-        dg.AssetCheckResult(check_name="usage_within_caps", passed=not summary.alerts,
-                            severity=dg.AssetCheckSeverity.WARN,
-                            metadata={"alerts": len(summary.alerts),
-                                      "hard": sum(a.level == "HARD" for a in summary.alerts)}),
+        *(dg.AssetCheckResult(
+            check_name=f"usage_within_{level.lower()}_caps", passed=not alerts, severity=severity,
+            metadata={"alerts": len(alerts), "contracts": markdown_table(
+                ["contract", "meter", "cap", "used", "over by"],
+                [(a.contract_id, a.meter, a.cap, a.used, a.used - a.cap) for a in alerts[:50]])})
+          for level, severity in (("SOFT", dg.AssetCheckSeverity.WARN), ("HARD", dg.AssetCheckSeverity.ERROR))
+          for alerts in [[a for a in summary.alerts if a.level == level]]),
+        _renewal_check(billing_db.get_url(), period),
     ]
     return dg.MaterializeResult(check_results=checks, metadata={
         "dagster/row_count": len(summary.charges),
@@ -67,6 +77,14 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
             [(a.contract_id, a.meter, a.level, a.cap, a.used) for a in summary.alerts[:20]],
         ),
     })
+
+
+def _renewal_check(db_url: str, period: Period) -> dg.AssetCheckResult:
+    with connect(db_url) as conn:
+        finding = renewal_notices(conn, period)
+    return dg.AssetCheckResult(check_name="renewal_notices", passed=finding.passed, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={**finding.counts, "contracts": markdown_table(
+                                   ["contract", "org", "ends", "days left"], finding.rows)})
 
 
 def _shown(value: Decimal) -> Decimal:

@@ -29,6 +29,17 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     return dg.MetadataValue.md("\n".join(lines))
 
 
+def outbox_check(db_url: str, sink: str) -> dg.AssetCheckResult:
+    from ..steps.reconciliation import stuck_outbox
+    from ..stores.postgres import connect
+
+    with connect(db_url) as conn:
+        finding = stuck_outbox(conn, sink)
+    return dg.AssetCheckResult(check_name="outbox_not_stuck", passed=finding.passed,
+                               severity=dg.AssetCheckSeverity.ERROR, metadata={**finding.counts, "oldest": markdown_table(
+                                   ["key", "invoice", "status", "attempts", "since", "last error"], finding.rows)})
+
+
 def money_text(totals: dict[str, Decimal]) -> str:
     """Money as text, never float: '1,234.56 USD, 25,000.00 TRY'."""
     return ", ".join(f"{amount:,} {currency}" for currency, amount in sorted(totals.items())) or "0"

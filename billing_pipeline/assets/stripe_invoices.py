@@ -14,7 +14,7 @@ from .conditions import issue_once
 from .invoice_drafts import invoice_drafts
 from .partitions import monthly_partitions
 from .rated_charges import contracts
-from .reporting import failures_as_messages, markdown_table, money_text
+from .reporting import failures_as_messages, markdown_table, money_text, outbox_check
 
 ALL_ISSUED = "all_invoices_issued"
 TOTALS_MATCH = "stripe_totals_match"
@@ -34,6 +34,9 @@ TOTALS_MATCH = "stripe_totals_match"
         dg.AssetCheckSpec(TOTALS_MATCH, asset="stripe_invoices",
                           description="Each Stripe invoice's subtotal (and amount due, without Stripe Tax) equals "
                                       "our invoice."),
+        dg.AssetCheckSpec("outbox_not_stuck", asset="stripe_invoices",
+                          description="No write to Stripe has been left pending (maybe sent) or failed for "
+                                      "more than an hour."),
     ],
 )
 def stripe_invoices(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
@@ -76,6 +79,7 @@ def stripe_invoices(context: dg.AssetExecutionContext, billing_db: BillingDataba
                                       "differences": markdown_table(
                                           ["invoice", "currency", "our subtotal", "Stripe subtotal", "our total",
                                            "Stripe amount due"], mismatches[:50])}),
+        outbox_check(db_url, "STRIPE"),
     ]
     rate = result.calls / result.seconds if result.seconds else 0.0
     return dg.MaterializeResult(check_results=checks, metadata={

@@ -1,0 +1,71 @@
+"""Reconciliation queries behind the asset checks: each returns what it compared, so a red check
+shows both sides and the difference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import psycopg
+
+from ..domain.periods import Period
+from ..stores.ledger import verify
+from ..stores.postgres import connect
+
+RENEWAL_NOTICE_DAYS = 30
+STUCK_AFTER = timedelta(hours=1)
+
+
+@dataclass
+class Finding:
+    passed: bool
+    rows: list[tuple] = field(default_factory=list)  # the offending rows, both sides and the difference
+    counts: dict = field(default_factory=dict)
+
+
+def lira_lines_match_rate(conn: psycopg.Connection, period: Period) -> Finding:
+    """Every converted line equals its source amount times the invoice's rate, rounded half-up to
+    the kurus, and every converted invoice's rate is its month's snapshot rate."""
+    rows = conn.execute(
+        """SELECT l.invoice_id, l.line_no, l.source_amount, l.fx_rate, l.amount,
+                  round(l.source_amount * l.fx_rate, 2) AS expected, l.amount - round(l.source_amount * l.fx_rate, 2)
+           FROM invoice_lines l JOIN invoices i USING (invoice_id)
+           WHERE i.period_start = %(start)s AND l.source_amount IS NOT NULL
+             AND l.amount <> round(l.source_amount * l.fx_rate, 2)
+           UNION ALL
+           SELECT i.invoice_id, 0, NULL, i.fx_rate, NULL, s.rate, i.fx_rate - s.rate
+           FROM invoices i JOIN fx_snapshots s ON s.period_start = i.period_start AND s.currency = i.source_currency
+           WHERE i.period_start = %(start)s AND i.fx_rate IS DISTINCT FROM s.rate AND i.status = 'DRAFT'
+           ORDER BY 1, 2""", {"start": period.start}).fetchall()
+    converted = conn.execute(
+        """SELECT count(*) FROM invoice_lines l JOIN invoices i USING (invoice_id)
+           WHERE i.period_start = %s AND l.source_amount IS NOT NULL""", (period.start,)).fetchone()[0]
+    return Finding(not rows, rows, {"converted_lines": converted, "differing": len(rows)})
+
+
+def renewal_notices(conn: psycopg.Connection, period: Period) -> Finding:
+    """Contracts whose term ends within 30 days of the month's end and that do not renew by themselves."""
+    rows = conn.execute(
+        """SELECT contract_id, org_id, end_at::date, (end_at::date - %(end)s::date) AS days_left FROM contracts
+           WHERE NOT auto_renew AND end_at IS NOT NULL AND end_at >= %(end)s AND end_at < %(end)s + %(window)s
+           ORDER BY end_at, contract_id""",
+        {"end": period.end, "window": timedelta(days=RENEWAL_NOTICE_DAYS)}).fetchall()
+    return Finding(not rows, rows, {"ending_within_30_days": len(rows)})
+
+
+def stuck_outbox(conn: psycopg.Connection, sink: str, older_than: timedelta = STUCK_AFTER) -> Finding:
+    """Writes left PENDING (maybe sent) or FAILED for longer than ``older_than``."""
+    rows = conn.execute(
+        """SELECT idempotency_key, invoice_id, status, attempts, updated_at, left(coalesce(last_error, ''), 200)
+           FROM sink_outbox WHERE sink = %s AND status IN ('PENDING', 'FAILED') AND updated_at < now() - %s
+           ORDER BY updated_at LIMIT 50""", (sink, older_than)).fetchall()
+    total = conn.execute("SELECT count(*) FROM sink_outbox WHERE sink = %s AND status IN ('PENDING', 'FAILED') "
+                         "AND updated_at < now() - %s", (sink, older_than)).fetchone()[0]
+    return Finding(total == 0, rows, {"stuck": total, "threshold_minutes": int(older_than.total_seconds() // 60)})
+
+
+def ledger_intact(db_url: str) -> Finding:
+    with connect(db_url) as conn:
+        result = verify(conn)
+    return Finding(result.ok, [], {"entries": result.entries, "transactions": result.transactions,
+                                   "head": result.head, "first_error": result.first_error or "none"})

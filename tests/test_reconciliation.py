@@ -1,0 +1,115 @@
+"""Reconciliation checks (both sides and the difference) and failing checks sent to a signed webhook."""
+
+from __future__ import annotations
+
+import http.server
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from billing_pipeline.domain.periods import Period
+from billing_pipeline.sensors.check_alerts import check_alerts
+from billing_pipeline.steps.alerts import SIGNATURE_HEADER, verify_signature
+from billing_pipeline.steps.reconciliation import lira_lines_match_rate, renewal_notices, stuck_outbox
+from billing_pipeline.stores.postgres import transaction
+from loopback import LoopbackServer
+from parasut_fixture import seed_turkish_drafts
+
+OCTOBER = Period.parse_month("2026-10")
+
+
+def test_a_lira_line_off_by_a_kurus_is_shown_with_both_sides(db_url):
+    with transaction(db_url) as conn:
+        seed_turkish_drafts(conn)
+        conn.execute("UPDATE invoice_lines SET source_amount = 0.05, source_currency = 'USD', fx_rate = 34.5678 "
+                     "WHERE invoice_id = 'CTR-P:2026-10:v1' AND line_no = 1")  # 1.73: right
+        conn.execute("UPDATE invoice_lines SET source_amount = 0.11, source_currency = 'USD', fx_rate = 34.5678, "
+                     "amount = 3.81 WHERE invoice_id = 'CTR-P:2026-10:v1' AND line_no = 2")  # 3.80 expected
+        finding = lira_lines_match_rate(conn, OCTOBER)
+    assert not finding.passed and finding.counts == {"converted_lines": 2, "differing": 1}
+    assert [tuple(str(v) for v in row) for row in finding.rows] == [
+        ("CTR-P:2026-10:v1", "2", "0.1100", "34.5678000000", "3.8100", "3.80", "0.0100")]
+
+
+def test_renewal_notices_list_contracts_ending_within_30_days_without_auto_renew(db_url):
+    with transaction(db_url) as conn:
+        seed_turkish_drafts(conn)
+        conn.execute("UPDATE contracts SET end_at = '2026-11-20' WHERE contract_id = 'CTR-B'")
+        conn.execute("UPDATE contracts SET end_at = '2026-11-20', auto_renew = true WHERE contract_id = 'CTR-P'")
+        finding = renewal_notices(conn, OCTOBER)
+    assert not finding.passed and [(r[0], r[3]) for r in finding.rows] == [("CTR-B", 19)]
+
+
+def test_an_outbox_write_pending_for_over_an_hour_is_stuck(db_url):
+    with transaction(db_url) as conn:
+        seed_turkish_drafts(conn)
+        conn.execute("""INSERT INTO sink_outbox (sink, invoice_id, idempotency_key, payload, status, updated_at)
+                        VALUES ('PARASUT', 'CTR-B:2026-10:v1', 'k-old', '{}', 'PENDING', now() - interval '2 hours'),
+                               ('PARASUT', 'CTR-P:2026-10:v1', 'k-new', '{}', 'PENDING', now()),
+                               ('STRIPE', NULL, 'k-sent', '{}', 'SENT', now() - interval '3 hours')""")
+        parasut, stripe = stuck_outbox(conn, "PARASUT"), stuck_outbox(conn, "STRIPE")
+    assert not parasut.passed and parasut.counts["stuck"] == 1 and parasut.rows[0][0] == "k-old"
+    assert stripe.passed
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    received: list = []
+    fail_next = 0
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if Receiver.fail_next:
+            Receiver.fail_next -= 1
+            self.send_response(500)
+        else:
+            Receiver.received.append((body, self.headers.get(SIGNATURE_HEADER)))
+            self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _report(instance, passed: bool, partition: str) -> None:
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey("invoice_drafts"), check_name="drafts_add_up", passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR, metadata={"problems": 1}, partition=partition))
+
+
+def test_failing_checks_reach_the_webhook_signed_once_each(monkeypatch, instance):
+    Receiver.received, Receiver.fail_next = [], 0
+    with LoopbackServer(Receiver) as hook:
+        monkeypatch.setenv("BILLING_ALERT_WEBHOOK_URL", hook.url)
+        monkeypatch.setenv("BILLING_ALERT_WEBHOOK_SECRET", "alert-secret")
+        monkeypatch.setattr("billing_pipeline.steps.alerts.time.sleep", lambda s: None)
+        _report(instance, False, "2026-09-01")  # before alerting started: not replayed
+        with dg.build_sensor_context(instance=instance) as context:
+            assert "starts from the next" in check_alerts(context).skip_message
+            _report(instance, True, "2026-10-01")
+            _report(instance, False, "2026-11-01")
+            Receiver.fail_next = 3  # the webhook is down for one tick's three attempts
+            assert "delivery failed" in check_alerts(context).skip_message
+            assert "1 failing checks sent" in check_alerts(context).skip_message
+            assert "0 failing checks sent" in check_alerts(context).skip_message
+    assert len(Receiver.received) == 1
+    body, header = Receiver.received[0]
+    alert = json.loads(body)
+    assert (alert["asset"], alert["check"], alert["partition"], alert["severity"]) == (
+        "invoice_drafts", "drafts_add_up", "2026-11-01", "ERROR")
+    assert alert["metadata"] == {"problems": "1"}
+    assert verify_signature(body, header, "alert-secret")
+    assert not verify_signature(body, header, "other-secret")
+    assert not verify_signature(body, header, "alert-secret", now=datetime.now(timezone.utc).timestamp() + 301)
+
+
+def test_without_a_webhook_url_alerts_stay_in_the_ui(monkeypatch, instance):
+    monkeypatch.delenv("BILLING_ALERT_WEBHOOK_URL", raising=False)
+    with dg.build_sensor_context(instance=instance) as context:
+        assert "show in the UI only" in check_alerts(context).skip_message
+
+
+def test_malformed_or_replayed_signatures_are_refused():
+    assert not verify_signature(b"{}", "t=1,v1=00", "s")  # 1970: far outside the 300 s tolerance
+    assert not verify_signature(b"{}", "garbage", "s")
