@@ -5,6 +5,7 @@
     billing invoices  print a month's invoice drafts
     billing issue     issue a closed month through the sinks (Stripe; a dry run without an API key)
     billing fx rate   the TCMB rate an invoice issued on a date would use, as JSON
+    billing evidence  signed proof of delivery (raw requests) for a contract and a date range
     billing stripe-webhook  serve the signed Stripe webhook endpoint (invoice events)
     billing ui        start the Dagster webserver and daemon on the same state, print the URL
     billing migrate   apply database migrations
@@ -164,6 +165,27 @@ def cmd_fx_rate(args: argparse.Namespace) -> None:
         "ecb_cross_rate": None if s.cross_check.ecb_rate is None else str(s.cross_check.ecb_rate),
         "divergence": None if s.cross_check.divergence is None else str(s.cross_check.divergence),
         "divergence_flagged": s.cross_check.flagged}, indent=2))
+
+
+def cmd_evidence(args: argparse.Namespace) -> None:
+    from .definitions import defs
+    from .instance import get_instance
+
+    db_url = _database()
+    _usage_store()
+    config = {"contract_id": args.contract, "from_date": args.from_date, "to_date": args.to_date}
+    with get_instance(db_url) as instance:
+        result = defs.resolve_job_def("export_evidence_job").execute_in_process(
+            instance=instance, run_config={"ops": {"export_contract_evidence": {"config": config}},
+                                           "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            raise_on_error=False)
+    if not result.success:
+        from .close import _raise_if_failed
+        _raise_if_failed(result, f"export_evidence {args.contract}")
+    observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
+    meta = observation.event_specific_data.asset_observation.metadata
+    print(f"{meta['requests'].value} requests of {args.contract} from {args.from_date} to {args.to_date} (exclusive), "
+          f"signed: {meta['location'].value}  (run {result.run_id})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -332,7 +354,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         problems += _ledger_version_problems(check.manifest, versions)
     for problem in problems:
         print(f"FAIL {problem}")
-    if not problems:
+    if not problems and check.manifest.get("kind") == "evidence":
+        m = check.manifest
+        print(f"evidence OK: {m['contract_id']} ({m['org_id']}) {m['from']} .. {m['to']}, {m['requests']:,} requests, "
+              f"{len(m['files'])} files, signature valid")
+    elif not problems:
         m = check.manifest
         print(f"snapshot OK: {m['month']}, {len(m['files'])} files, {m['invoice_lines']:,} invoice lines, "
               f"merkle root {m['merkle_root']}, signature valid")
@@ -389,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--currency", required=True, help="ISO code, e.g. USD")
     rate.add_argument("--date", required=True, help="the invoice's issue date, YYYY-MM-DD")
     rate.set_defaults(func=cmd_fx_rate)
+
+    evidence = sub.add_parser("evidence", help="signed proof of delivery for a contract and a date range")
+    evidence.add_argument("--contract", required=True)
+    evidence.add_argument("--from", dest="from_date", required=True, help="YYYY-MM-DD, included")
+    evidence.add_argument("--to", dest="to_date", required=True, help="YYYY-MM-DD, not included")
+    evidence.set_defaults(func=cmd_evidence)
 
     hook = sub.add_parser("stripe-webhook", help="serve the Stripe webhook endpoint (needs "
                                                  "BILLING_STRIPE_WEBHOOK_SECRET)")

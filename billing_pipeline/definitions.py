@@ -13,6 +13,7 @@ from .assets.parasut_invoices import parasut_invoices
 from .assets.rated_charges import contracts, rated_charges
 from .assets.stripe_invoices import stripe_invoices
 from .assets.usage_rollups import requests_raw, usage_rollups
+from .jobs.evidence import export_evidence_job
 from .resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from .resources.audit_storage import AuditStorageResource
 from .resources.fx import FxSourcesResource
@@ -72,6 +73,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
+        jobs=[export_evidence_job],
         resources=build_resources(),
         sensors=[billing_automation_sensor, invoice_sinks_sensor, stripe_payment_events, check_alerts],
         executor=dg.in_process_executor if embedded_usage_store else dg.multiprocess_executor,

@@ -47,6 +47,16 @@ def build_snapshot(month: str, created_at: str, files: dict[str, bytes], key: Ed
     return {**files, MANIFEST: manifest_bytes, SIGNATURE: key.sign(manifest_bytes), PUBLIC_KEY: public}
 
 
+def build_evidence(subject: dict, created_at: str, files: dict[str, bytes], key: Ed25519PrivateKey) -> dict[str, bytes]:
+    """An evidence bundle (proof of delivery for a dispute), signed exactly like a snapshot: the
+    manifest names what it proves (``subject``: contract, org, range, row count) and each file's hash."""
+    manifest = {"version": "v1", "kind": "evidence", "created_at": created_at, **subject,
+                "files": {name: sha256_hex(data) for name, data in sorted(files.items())}}
+    manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {**files, MANIFEST: manifest_bytes, SIGNATURE: key.sign(manifest_bytes), PUBLIC_KEY: public}
+
+
 @dataclass(frozen=True)
 class SnapshotCheck:
     ok: bool

@@ -33,8 +33,11 @@ class AuditStorageResource(dg.ConfigurableResource):
             yield AuditBucket(self.bucket, self.endpoint_url, self.retention_years,
                               access_key=self.access_key, secret_key=self.secret_key)
             return
+        import logging
+
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded server's access log is noise
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         try:
