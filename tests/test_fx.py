@@ -126,9 +126,13 @@ def test_billing_fx_rate_prints_the_rate_an_invoice_would_use(fx, tmp_path):
     assert answer["raw_sha256"] == __import__("hashlib").sha256(fx.files["/kurlar/202610/30102026.xml"]).hexdigest()
 
 
-def test_a_turkish_contract_rated_in_dollars_is_invoiced_in_lira_line_by_line(october, chdb_path, instance, fx):
+@pytest.mark.parametrize("vat_rate,vat,tax,total", [(None, ("0.3500", "0.7600"), "1.1100", "6.6400"),
+                                                    ("0.10", ("0.1700", "0.3800"), "0.5500", "6.0800")],
+                         ids=["KDV 20% (default)", "KDV 10% (the contract's)"])
+def test_a_turkish_contract_rated_in_dollars_is_invoiced_in_lira_line_by_line(october, chdb_path, instance, fx,
+                                                                             vat_rate, vat, tax, total):
     with psycopg.connect(october, autocommit=True) as conn:
-        conn.execute("UPDATE contracts SET region = 'TR' WHERE contract_id = 'CTR-A'")
+        conn.execute("UPDATE contracts SET region = 'TR', vat_rate = %s WHERE contract_id = 'CTR-A'", (vat_rate,))
     defs = product_defs(october, chdb_path, fx_sources=FxSourcesResource(tcmb_base_url=fx.tcmb_base,
                                                                          ecb_base_url=fx.ecb_base))
     close_month(instance, Period.parse_month("2026-10"), definitions=defs)
@@ -142,8 +146,8 @@ def test_a_turkish_contract_rated_in_dollars_is_invoiced_in_lira_line_by_line(oc
                                 "FROM fx_snapshots WHERE currency = 'USD'").fetchone()
         stored = conn.execute("SELECT count(*) FROM fx_documents").fetchone()[0]
     # 0.11 USD x 34.5678 = 3.802458 -> 3.80 TRY, KDV 0.76; 0.05 USD x 34.5678 = 1.72839 -> 1.73 TRY, KDV 0.346 -> 0.35
-    assert invoice == ("TRY", "USD", "34.5678000000", "TCMB:2026-10-30:USD", False, NOV_1, "5.5300", "1.1100", "6.6400")
-    assert lines == [("0.0500", "USD", "1.7300", "0.3500", "TRY"), ("0.1100", "USD", "3.8000", "0.7600", "TRY")]
+    assert invoice == ("TRY", "USD", "34.5678000000", "TCMB:2026-10-30:USD", False, NOV_1, "5.5300", tax, total)
+    assert lines == [("0.0500", "USD", "1.7300", vat[0], "TRY"), ("0.1100", "USD", "3.8000", vat[1], "TRY")]
     assert snapshot[:3] == ("OK", "34.5678000000", OCT_30) and not snapshot[4]
     assert stored == 2  # the bulletin and the ECB file, byte for byte
 
