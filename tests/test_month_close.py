@@ -171,6 +171,7 @@ def test_quarantine_and_unrated_usage_turn_checks_red(october, billing_defs, ins
 
     assert check("usage_rollups", "no_quarantined_rows")[0] is False
     assert check("usage_rollups", "no_quarantined_rows")[1]["quarantined_rows"] == 2
+    assert check("usage_rollups", "rollups_match_clickhouse")[0] is True  # 33 days, 3 meters each
     assert check("rated_charges", "all_usage_rated") == (False, {"unrated_requests": 4, "orgs": "org_x"})
     assert check("rated_charges", "usage_within_soft_caps")[0] is True
     assert check("rated_charges", "usage_within_hard_caps")[0] is True

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import http.server
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import dagster as dg
 
 from billing_pipeline.domain.periods import Period
 from billing_pipeline.sensors.check_alerts import check_alerts
 from billing_pipeline.steps.alerts import SIGNATURE_HEADER, verify_signature
-from billing_pipeline.steps.reconciliation import lira_lines_match_rate, renewal_notices, stuck_outbox
+from billing_pipeline.close import close_month
+from billing_pipeline.steps.reconciliation import (late_raw_rows, lira_lines_match_rate, renewal_notices,
+                                                   rollups_match_clickhouse, stuck_outbox)
 from billing_pipeline.stores.postgres import transaction
 from loopback import LoopbackServer
 from parasut_fixture import seed_turkish_drafts
@@ -113,3 +115,25 @@ def test_without_a_webhook_url_alerts_stay_in_the_ui(monkeypatch, instance):
 def test_malformed_or_replayed_signatures_are_refused():
     assert not verify_signature(b"{}", "t=1,v1=00", "s")  # 1970: far outside the 300 s tolerance
     assert not verify_signature(b"{}", "garbage", "s")
+
+
+def test_rollups_against_clickhouse_and_late_rows(october, usage_store, billing_defs, instance):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    start, end = datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert rollups_match_clickhouse(usage_store, october, start, end).passed
+    with transaction(october) as conn:  # a rollup row that lost a request on its way into PostgreSQL
+        conn.execute("""UPDATE usage_rollups SET requests = requests - 1, successful_requests = successful_requests - 1
+                        WHERE day = '2026-10-05' AND org_id = 'org_a' AND chain = 'eth-mainnet'""")
+    finding = rollups_match_clickhouse(usage_store, october, start, end)
+    # a1-a7 on 5 October: 7 requests, 6 successful (a3 failed), plus org_d's daily request
+    assert finding.rows == [(date(2026, 10, 5), "requests", 8, 7, -1),
+                            (date(2026, 10, 5), "successful_requests", 7, 6, -1)]
+
+    assert late_raw_rows(usage_store, october, today=date(2026, 11, 5)).passed
+    from month_fixture import october_events
+    late = october_events().slice(0, 3)  # three more deliveries for 1-3 October, after their rollup
+    usage_store.insert_arrow("requests_raw", late)
+    finding = late_raw_rows(usage_store, october, today=date(2026, 11, 5))
+    assert finding.counts == {"days_checked": 32, "late_rows": 3}  # the last 35 days: 1 Oct .. 1 Nov
+    assert [(r[0], r[3]) for r in finding.rows] == [(date(2026, 10, 1), 1), (date(2026, 10, 2), 1),
+                                                    (date(2026, 10, 3), 1)]

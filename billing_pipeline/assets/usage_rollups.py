@@ -6,6 +6,7 @@ import dagster as dg
 
 from ..resources import BillingDatabase, ClickHouseResource, OpenMeterResource
 from ..steps.openmeter_usage import roll_up_from_openmeter
+from ..steps.reconciliation import late_raw_rows, rollups_match_clickhouse
 from ..steps.usage import roll_up_usage
 from .partitions import daily_partitions
 from .reporting import failures_as_messages, markdown_table
@@ -38,7 +39,10 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
     group_name="usage",
     kinds={"clickhouse", "postgres"},
     check_specs=[dg.AssetCheckSpec("no_quarantined_rows", asset="usage_rollups",
-                                   description="Every raw row has an org, a project and a known chain.")],
+                                   description="Every raw row has an org, a project and a known chain."),
+                 dg.AssetCheckSpec("rollups_match_clickhouse", asset="usage_rollups",
+                                   description="Per day, the rollups' requests, successful requests and bytes out "
+                                               "in PostgreSQL equal a direct ClickHouse aggregation.")],
 )
 def usage_rollups(
     context: dg.AssetExecutionContext, config: RollupConfig, clickhouse: ClickHouseResource, billing_db: BillingDatabase,
@@ -58,12 +62,21 @@ def usage_rollups(
                 dedup_lookback_hours=config.dedup_lookback_hours, allow_empty_days=config.allow_empty_days,
                 run_id=context.run.run_id,
             )
+        if client is None:
+            match = rollups_match_clickhouse(clickhouse.get_store(), billing_db.get_url(), window.start, window.end,
+                                             config.dedup_lookback_hours)
+    reconciled = dg.AssetCheckResult(check_name="rollups_match_clickhouse", passed=True,
+                                     metadata={"source": "OpenMeter: no ClickHouse to compare with"}) \
+        if client is not None else dg.AssetCheckResult(
+            check_name="rollups_match_clickhouse", passed=match.passed, severity=dg.AssetCheckSeverity.ERROR,
+            metadata={**match.counts, "differences": markdown_table(
+                ["day", "meter", "ClickHouse", "PostgreSQL", "difference"], match.rows[:50])})
     return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
         check_name="no_quarantined_rows", passed=summary.quarantined_rows == 0,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"quarantined_rows": summary.quarantined_rows,
                   "see": "quarantined_usage (day, reason, org, project, chain)"},
-    )], metadata={
+    ), reconciled], metadata={
         "dagster/row_count": summary.rows,
         "days": len(summary.days),
         "requests": summary.requests,
@@ -82,3 +95,14 @@ def usage_rollups(
             [(r["org_id"], r["chain"], r["requests_sum"], r["bytes_out_sum"]) for r in summary.preview.to_pylist()],
         ),
     })
+
+
+@dg.asset_check(asset=usage_rollups, description="Raw rows that reached ClickHouse for a day after that day was rolled "
+                                                 "up (late deliveries): counted per day over the last 35 days. "
+                                                 "Re-run those days, then the dispute flow.",
+                automation_condition=dg.AutomationCondition.cron_tick_passed("15 * * * *", "UTC"))
+def no_late_raw_rows(clickhouse: ClickHouseResource, billing_db: BillingDatabase) -> dg.AssetCheckResult:
+    finding = late_raw_rows(clickhouse.get_store(), billing_db.get_url())
+    return dg.AssetCheckResult(passed=finding.passed, severity=dg.AssetCheckSeverity.WARN, metadata={
+        **finding.counts, "days": markdown_table(["day", "rows rolled up", "rows now", "late rows", "rolled up at"],
+                                                 finding.rows[:50])})

@@ -4,11 +4,13 @@ shows both sides and the difference."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 import psycopg
 
+from ..domain.chains import known_chains
 from ..domain.periods import Period
+from ..stores.clickhouse import UsageStore, sql_text
 from ..stores.ledger import verify
 from ..stores.postgres import connect
 
@@ -69,3 +71,41 @@ def ledger_intact(db_url: str) -> Finding:
         result = verify(conn)
     return Finding(result.ok, [], {"entries": result.entries, "transactions": result.transactions,
                                    "head": result.head, "first_error": result.first_error or "none"})
+
+
+def rollups_match_clickhouse(store: UsageStore, db_url: str, start: datetime, end: datetime,
+                             lookback_hours: int = 24) -> Finding:
+    """Per UTC day of [start, end): PostgreSQL's rollup sums against a direct ClickHouse aggregation."""
+    direct = store.query_arrow(sql_text("usage_direct_totals"), {
+        "window_start": start, "window_end": end, "lookback_start": start - timedelta(hours=lookback_hours),
+        "known_chains": sorted(known_chains())}).to_pylist()
+    clickhouse = {r["day"]: (r["requests"], r["successful_requests"], r["bytes_out"]) for r in direct}
+    with connect(db_url) as conn:
+        postgres = {r[0]: tuple(int(v) for v in r[1:]) for r in conn.execute(
+            """SELECT day, sum(requests), sum(successful_requests), sum(bytes_out) FROM usage_rollups
+               WHERE day >= %s AND day < %s GROUP BY day""", (start.date(), end.date()))}
+    rows = []
+    for day in sorted(set(clickhouse) | set(postgres)):
+        ch, pg = clickhouse.get(day, (0, 0, 0)), postgres.get(day, (0, 0, 0))
+        for meter, c, p in zip(("requests", "successful_requests", "bytes_out"), ch, pg):
+            if c != p:
+                rows.append((day, meter, c, p, p - c))
+    return Finding(not rows, rows, {"days": len(set(clickhouse) | set(postgres)), "differences": len(rows)})
+
+
+def late_raw_rows(store: UsageStore, db_url: str, days: int = 35, today: date | None = None) -> Finding:
+    """Raw rows that arrived for a day after its rollup: rows in ClickHouse now minus rows the
+    rollup counted, for the last ``days`` days rolled up."""
+    today = today or datetime.now(timezone.utc).date()
+    since = today - timedelta(days=days)
+    with connect(db_url) as conn:
+        seen = {r[0]: (int(r[1]), r[2]) for r in conn.execute(
+            "SELECT day, raw_rows, rolled_up_at FROM usage_rollup_days WHERE day >= %s ORDER BY day", (since,))}
+    if not seen:
+        return Finding(True, [], {"days_checked": 0, "late_rows": 0})
+    now = {r["day"]: r["raw_rows"] for r in store.query_arrow(sql_text("usage_raw_counts"), {
+        "since": datetime.combine(min(seen), time(), timezone.utc),
+        "until": datetime.combine(max(seen) + timedelta(days=1), time(), timezone.utc)}).to_pylist()}
+    rows = [(day, counted, now.get(day, 0), now.get(day, 0) - counted, rolled_up_at)
+            for day, (counted, rolled_up_at) in sorted(seen.items()) if now.get(day, 0) != counted]
+    return Finding(not rows, rows, {"days_checked": len(seen), "late_rows": sum(r[3] for r in rows)})
