@@ -74,7 +74,7 @@ def _close(db_url: str, period: Period) -> None:
     from .instance import get_instance
 
     done = _step(f"closing {period.label} in Dagster (usage_rollups: all {len(period.days())} days and the edge days "
-                 "in one run; then rated_charges, invoice_drafts and the signed audit_snapshot)")
+                 "in one run; then fx_snapshot, rated_charges, invoice_drafts and the signed audit_snapshot)")
     with get_instance(db_url) as instance:
         result = close_month(instance, period)
     print(f"   runs {result.rollup_run_id} and {result.billing_run_id}")
@@ -86,8 +86,8 @@ def _issue(db_url: str, period: Period) -> None:
     from .instance import get_instance
     from .stores.postgres import connect
 
-    done = _step(f"issuing {period.label} through stripe_invoices and parasut_invoices (each a dry run unless its "
-                 "credentials are set: then nothing is sent)")
+    done = _step(f"issuing {period.label} through stripe_invoices and parasut_invoices (each a dry run, which sends "
+                 "nothing, until its credentials are set)")
     with get_instance(db_url) as instance:
         run_id = issue_month(instance, period)
     with connect(db_url) as conn:
