@@ -196,3 +196,14 @@ def test_with_no_source_answering_the_last_known_rate_is_used_and_marked_estimat
     # 0.05 x 33.9 = 1.695 -> 1.70; 0.11 x 33.9 = 3.729 -> 3.73
     assert row == ("TRY", "33.9000000000", "TCMB_LAST_KNOWN:2026-09-30:USD", True, "5.4300")
     assert _latest_check(instance, "fx_not_estimated") is False and _latest_check(instance, "fx_rates_present") is True
+
+
+def test_the_bulletin_of_today_in_istanbul_is_read_from_today_xml(fx):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    today = datetime.now(ZoneInfo("Europe/Istanbul")).date()
+    fx.files["/kurlar/today.xml"] = tcmb_xml(today, {"USD": (1, "34.9000")})
+    document = sources(fx).tcmb(today)
+    assert fx.requests[-1] == "/kurlar/today.xml"
+    assert parse_tcmb(document.body, expected_date=today).rates["USD"] == Decimal("34.9000")
