@@ -11,7 +11,7 @@ from .assets.invoice_drafts import invoice_drafts
 from .assets.ledger import ledger, ledger_balanced_and_chained
 from .assets.parasut_invoices import parasut_invoices
 from .assets.rated_charges import contracts, rated_charges
-from .assets.stripe_invoices import stripe_invoices
+from .assets.stripe_invoices import stripe_invoices, stripe_invoices_unchanged
 from .assets.usage_rollups import no_late_raw_rows, requests_raw, usage_rollups
 from .jobs.evidence import export_evidence_job
 from .resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
@@ -25,7 +25,7 @@ from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE
 
 ASSETS = [requests_raw, contracts, usage_rollups, fx_snapshot, rated_charges, invoice_drafts, audit_snapshot,
           stripe_invoices, parasut_invoices, ledger]
-ASSET_CHECKS = [ledger_balanced_and_chained, no_late_raw_rows]
+ASSET_CHECKS = [ledger_balanced_and_chained, no_late_raw_rows, stripe_invoices_unchanged]
 
 
 def _secret(name: str) -> dg.EnvVar | None:

@@ -126,3 +126,28 @@ def test_the_webhook_verifies_signatures_and_applies_each_event_once(issued):
     assert polled.applied == {"already issued": 2, "already paid": 1} and polled.skipped_seen == 1
     assert rows(url, "SELECT received_via, outcome FROM stripe_events WHERE event_type = 'invoice.paid'") == [
         ("WEBHOOK", "paid")]
+
+
+def test_a_void_or_an_edit_in_the_dashboard_turns_the_live_reconciliation_red(issued):
+    from datetime import date
+
+    from billing_pipeline.assets.stripe_invoices import stripe_invoices_unchanged
+    from billing_pipeline.resources import BillingDatabase, StripeResource
+    from billing_pipeline.steps.reconciliation import stripe_live_totals
+
+    url, server = issued
+    assert stripe_live_totals(url, gateway(server), date(2026, 10, 1)).counts == {"compared": 3, "differing": 0}
+    server.stripe.handle("POST", f"/v1/invoices/{stripe_id(server, A)}/void", {}, None, "sk")  # event not yet read
+    server.stripe.state.invoices[stripe_id(server, C)]["subtotal"] = 50000  # 500.00 instead of 500.75
+    finding = stripe_live_totals(url, gateway(server), date(2026, 10, 1))
+    assert [(r[0], r[2], r[3], str(r[4])) for r in finding.rows] == [
+        (A, "0.1600 ISSUED", "0.16 void", "0.0000"), (C, "500.7500 ISSUED", "500.00 open", "-0.7500")]
+    result = stripe_invoices_unchanged(BillingDatabase(url=url), StripeResource(api_key="sk_test_local",
+                                                                                api_base=server.url))
+    # the check compares the last two months: October's invoices while that includes October
+    from datetime import datetime, timedelta, timezone
+    today = datetime.now(timezone.utc).date()
+    since = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    compared = 3 if since <= date(2026, 10, 1) else 0
+    assert result.metadata["since"].value == since.isoformat()
+    assert (result.metadata["compared"].value, result.passed) == (compared, compared == 0)

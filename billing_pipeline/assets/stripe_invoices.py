@@ -1,6 +1,7 @@
 """stripe_invoices: the month's global invoices issued in Stripe (or, in a dry run, recorded)."""
 
 from collections import defaultdict
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import dagster as dg
@@ -9,6 +10,7 @@ from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..resources.stripe import StripeResource
 from ..sinks.stripe.issuing import issue_month
+from ..steps.reconciliation import stripe_live_totals
 from ..stores.postgres import connect
 from .conditions import issue_once
 from .invoice_drafts import invoice_drafts
@@ -98,3 +100,19 @@ def stripe_invoices(context: dg.AssetExecutionContext, billing_db: BillingDataba
         "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
         "failures": markdown_table(["invoice", "reason"], [(o.invoice_id, o.reason) for o in failed[:50]]),
     })
+
+
+@dg.asset_check(asset=stripe_invoices, description="Every Stripe invoice issued in the last two months, fetched again: "
+                                                   "status and subtotal still ours (a void or an edit in the Dashboard "
+                                                   "turns it red). Daily at 04:00 UTC and on demand.",
+                automation_condition=dg.AutomationCondition.cron_tick_passed("0 4 * * *", "UTC"))
+def stripe_invoices_unchanged(billing_db: BillingDatabase, stripe: StripeResource) -> dg.AssetCheckResult:
+    gateway = stripe.gateway()
+    if gateway is None:
+        return dg.AssetCheckResult(passed=True, metadata={"mode": "dry run: nothing was issued in Stripe"})
+    today = datetime.now(timezone.utc).date()
+    since = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    finding = stripe_live_totals(billing_db.get_url(), gateway, since)
+    return dg.AssetCheckResult(passed=finding.passed, severity=dg.AssetCheckSeverity.ERROR, metadata={
+        **finding.counts, "since": since.isoformat(), "differences": markdown_table(
+            ["invoice", "Stripe id", "ours", "Stripe now", "difference"], finding.rows[:50])})

@@ -116,3 +116,26 @@ def late_raw_rows(store: UsageStore, db_url: str, days: int = 35, today: date | 
     rows = [(day, counted, now.get(day, 0), now.get(day, 0) - counted, rolled_up_at)
             for day, (counted, rolled_up_at) in sorted(seen.items()) if now.get(day, 0) != counted]
     return Finding(not rows, rows, {"days_checked": len(seen), "late_rows": sum(r[3] for r in rows)})
+
+
+def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
+    """Each Stripe invoice we issued since ``since``, fetched again now: its status and figures
+    against ours (catches a void or an edit made in the Dashboard after issuance)."""
+    from decimal import Decimal
+
+    from ..domain.money import minor_units
+
+    with connect(db_url) as conn:
+        issued = conn.execute(
+            """SELECT invoice_id, external_id, currency, subtotal, status FROM invoices
+               WHERE sink = 'STRIPE' AND external_id IS NOT NULL AND status IN ('ISSUED', 'PAID')
+                 AND period_start >= %s ORDER BY invoice_id""", (since,)).fetchall()
+    rows = []
+    for invoice_id, stripe_id, currency, subtotal, status in issued:
+        obj = gateway.request("get", f"/v1/invoices/{stripe_id}")
+        theirs = Decimal(obj["subtotal"]).scaleb(-minor_units(currency.strip()))
+        allowed = ("paid",) if status == "PAID" else ("open", "paid")  # paid may precede its event
+        if theirs != Decimal(subtotal) or obj["status"] not in allowed:
+            rows.append((invoice_id, stripe_id, f"{subtotal} {status}", f"{theirs} {obj['status']}",
+                         Decimal(theirs) - Decimal(subtotal)))
+    return Finding(not rows, rows, {"compared": len(issued), "differing": len(rows)})
