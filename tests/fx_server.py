@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 from datetime import date
 from decimal import Decimal
 
@@ -89,11 +88,3 @@ class FxServer(LoopbackServer):
     def publish_ecb(self, days: dict[date, dict[str, str]]) -> None:
         self.files["/eurofxref/eurofxref-hist-90d.xml"] = ecb_xml(days)
 
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False

@@ -21,7 +21,6 @@ timeouts before or after processing, connection resets), as in stripe_server.py.
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import math
 import os
@@ -45,7 +44,7 @@ from jsonschema.exceptions import ValidationError, relevance
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
-from loopback import LoopbackServer
+from loopback import KeepAliveHandler, LoopbackServer
 
 SWAGGER_FILE = Path(os.environ.get("PARASUT_SWAGGER", "/work/shared/reference/parasut-v4-swagger.yaml"))
 SWAGGER_URI = "urn:parasut:v4"  # the strict copy of the document is registered under this base URI
@@ -897,15 +896,7 @@ class ParasutServer(LoopbackServer):
         self.parasut = FakeParasut(**kwargs)
         fake = self.parasut
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self):
-                super().setup()
-                # headers and body go out in two writes: without this, Nagle's algorithm and the
-                # client's delayed ACK add 40 ms to every answer
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+        class Handler(KeepAliveHandler):
             def _serve(self, method: str) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -940,24 +931,6 @@ class ParasutServer(LoopbackServer):
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-
-            def do_GET(self):  # noqa: N802
-                self._serve("GET")
-
-            def do_POST(self):  # noqa: N802
-                self._serve("POST")
-
-            def do_PUT(self):  # noqa: N802
-                self._serve("PUT")
-
-            def do_PATCH(self):  # noqa: N802
-                self._serve("PATCH")
-
-            def do_DELETE(self):  # noqa: N802
-                self._serve("DELETE")
-
-            def log_message(self, *args):
-                pass
 
         super().__init__(Handler)
         fake.base_url = self.url

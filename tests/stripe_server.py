@@ -12,16 +12,14 @@ a rate limit, and forget idempotency keys (as Stripe does after 24 h).
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
-import socket
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from loopback import LoopbackServer
+from loopback import KeepAliveHandler, LoopbackServer
 
 META = "metadata"
 CURRENCY = re.compile(r"^[a-z]{3}$")
@@ -466,15 +464,7 @@ class StripeServer(LoopbackServer):
         self.stripe = FakeStripe(**kwargs)
         fake = self.stripe
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self):
-                super().setup()
-                # headers and body go out in two writes: without this, Nagle's algorithm and the
-                # client's delayed ACK add 40 ms to every answer
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+        class Handler(KeepAliveHandler):
             def _serve(self, method: str) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
@@ -507,14 +497,5 @@ class StripeServer(LoopbackServer):
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-
-            def do_GET(self):  # noqa: N802
-                self._serve("GET")
-
-            def do_POST(self):  # noqa: N802
-                self._serve("POST")
-
-            def log_message(self, *args):
-                pass
 
         super().__init__(Handler)

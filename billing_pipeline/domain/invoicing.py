@@ -74,10 +74,6 @@ def _shown_price(unit_price: Decimal) -> Decimal:
     return unit_price
 
 
-def invoice_currency(region: str, contract_currency: str) -> str:
-    return LIRA if region == "TR" else contract_currency
-
-
 def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Period,
                   credit_available: Decimal = Decimal(0), conversion: Conversion | None = None,
                   vat_rate: Decimal | None = None) -> InvoiceDraft:

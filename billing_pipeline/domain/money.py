@@ -61,6 +61,11 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     return int(rounded.scaleb(minor_units(currency)))
 
 
+def from_minor_units(minor: int, currency: str) -> Decimal:
+    """An integer count of minor units (what Stripe returns) as an amount: 1234 USD -> 12.34."""
+    return Decimal(minor).scaleb(-minor_units(currency))
+
+
 def check_unit_price(price: Decimal, field: str = "unit_price") -> Decimal:
     if not isinstance(price, Decimal):
         raise TypeError(f"{field} must be Decimal, got {type(price).__name__}")

@@ -16,7 +16,7 @@ Rules (also in the README):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
@@ -97,8 +97,6 @@ class InvoicePlan:
     subtotal_minor: int
     total_minor: int
     credit_minor: int
-    folded_lines: int = 0  # lines folded into the last item (more than 250 lines)
-    item_line_nos: tuple[str, ...] = field(default=())
 
 
 def idempotency_key(invoice_id: str, step: str, line: int | str | None = None) -> str:
@@ -205,9 +203,7 @@ def plan_invoice(inv: IssuableInvoice, customer_id: str, stripe_invoice_id: str)
     finalize = StripeRequest("finalize", "post", f"/v1/invoices/{stripe_invoice_id}/finalize",
                              {"auto_advance": "false"}, idempotency_key(inv.invoice_id, "finalize"))
     return InvoicePlan(create, tuple(items), credit, finalize, to_minor_units(inv.subtotal, inv.currency),
-                       to_minor_units(inv.total, inv.currency), credit_minor,
-                       folded_lines=max(0, len(inv.lines) - (MAX_ITEMS - 1)) if len(inv.lines) > MAX_ITEMS else 0,
-                       item_line_nos=tuple(r.params["metadata"]["line_nos"] for r in items))
+                       to_minor_units(inv.total, inv.currency), credit_minor)
 
 
 def _item_groups(lines: tuple[IssuableLine, ...]) -> list[tuple[IssuableLine, ...]]:

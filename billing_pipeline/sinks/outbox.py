@@ -75,7 +75,12 @@ def record_dry_run(conn: psycopg.Connection, sink: str, invoice_id: str | None,
     return len(requests)
 
 
-def uncertain_invoice_requests(conn: psycopg.Connection, invoice_id: str) -> bool:
-    """Whether any request for this invoice may have reached the provider (SENT or PENDING)."""
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM sink_outbox WHERE invoice_id = %s AND status IN "
-                        "('SENT', 'PENDING'))", (invoice_id,)).fetchone()[0]
+def stop_invoice(conn: psycopg.Connection, invoice_id: str, reason: str) -> None:
+    """Store why an invoice stopped; back to DRAFT when no request for it can have reached the
+    provider (a fix and a re-run then simply issue it), otherwise it stays ISSUING and a re-run
+    resumes where it stopped."""
+    conn.execute("""UPDATE invoices SET sink_error = %s, sink_error_at = now(),
+                        status = CASE WHEN status = 'ISSUING' AND NOT EXISTS (
+                            SELECT 1 FROM sink_outbox o WHERE o.invoice_id = invoices.invoice_id
+                            AND o.status IN ('SENT', 'PENDING')) THEN 'DRAFT' ELSE status END
+                    WHERE invoice_id = %s""", (reason, invoice_id))

@@ -222,7 +222,3 @@ def month_rates(conn: psycopg.Connection, period: Period) -> dict[str, tuple]:
             for r in conn.execute("""SELECT currency, status, rate, source, bulletin_date, estimated, failure
                                      FROM fx_snapshots WHERE period_start = %s""", (period.start,))}
 
-
-def issue_date_of(period: Period) -> date:
-    return period.end
-

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 
 import psycopg
 
 from ..domain.chains import known_chains
+from ..domain.money import from_minor_units
 from ..domain.periods import Period
 from ..stores.clickhouse import UsageStore, sql_text
 from ..stores.ledger import verify
@@ -121,10 +123,6 @@ def late_raw_rows(store: UsageStore, db_url: str, days: int = 35, today: date | 
 def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
     """Each Stripe invoice we issued since ``since``, fetched again now: its status and figures
     against ours (catches a void or an edit made in the Dashboard after issuance)."""
-    from decimal import Decimal
-
-    from ..domain.money import minor_units
-
     with connect(db_url) as conn:
         issued = conn.execute(
             """SELECT invoice_id, external_id, currency, subtotal, status FROM invoices
@@ -133,9 +131,9 @@ def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
     rows = []
     for invoice_id, stripe_id, currency, subtotal, status in issued:
         obj = gateway.request("get", f"/v1/invoices/{stripe_id}")
-        theirs = Decimal(obj["subtotal"]).scaleb(-minor_units(currency.strip()))
+        theirs = from_minor_units(obj["subtotal"], currency.strip())
         allowed = ("paid",) if status == "PAID" else ("open", "paid")  # paid may precede its event
         if theirs != Decimal(subtotal) or obj["status"] not in allowed:
             rows.append((invoice_id, stripe_id, f"{subtotal} {status}", f"{theirs} {obj['status']}",
-                         Decimal(theirs) - Decimal(subtotal)))
+                         theirs - Decimal(subtotal)))
     return Finding(not rows, rows, {"compared": len(issued), "differing": len(rows)})

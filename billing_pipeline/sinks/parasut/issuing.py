@@ -28,7 +28,7 @@ from ...stores import ledger as ledger_store
 from ...stores.postgres import connect
 from .. import outbox
 from .appendix import appendix_pdf
-from .client import ParasutClient, ParasutRefused, ParasutUnavailable
+from .client import ParasutClient, ParasutRefused, ParasutUnavailable, dumps
 
 SINK = "PARASUT"
 
@@ -125,11 +125,7 @@ def _issue_one(db_url: str, client: ParasutClient, inv: TurkishInvoice, storage,
 
 
 def _failed(conn: psycopg.Connection, invoice_id: str, total: Decimal, reason: str) -> IssueOutcome:
-    conn.execute("""UPDATE invoices SET sink_error = %s, sink_error_at = now(),
-                        status = CASE WHEN status = 'ISSUING' AND NOT EXISTS (
-                            SELECT 1 FROM sink_outbox o WHERE o.invoice_id = invoices.invoice_id
-                            AND o.status IN ('SENT', 'PENDING')) THEN 'DRAFT' ELSE status END
-                    WHERE invoice_id = %s""", (reason, invoice_id))
+    outbox.stop_invoice(conn, invoice_id, reason)
     return IssueOutcome(invoice_id, "FAILED", total, reason=reason)
 
 
@@ -185,7 +181,6 @@ def _mentions(description: str, invoice_id: str) -> bool:
 
 
 def _json(obj) -> str:
-    from .client import dumps
     return dumps(obj).decode()
 
 

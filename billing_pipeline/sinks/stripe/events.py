@@ -18,7 +18,7 @@ from decimal import Decimal
 import psycopg
 
 from ...domain import ledger as ledger_rules
-from ...domain.money import minor_units
+from ...domain.money import from_minor_units
 from ...stores import ledger as ledger_store
 from ...stores.postgres import connect
 from .gateway import StripeGateway
@@ -69,10 +69,6 @@ def sync_events(db_url: str, gateway: StripeGateway, cursor: str | None) -> Sync
     return result
 
 
-def _money(minor: int, currency: str) -> Decimal:
-    return Decimal(minor).scaleb(-minor_units(currency))
-
-
 class _AlreadyApplied(Exception):
     pass
 
@@ -119,7 +115,7 @@ def _outcome(conn: psycopg.Connection, event: dict, obj: dict, row) -> str:
     if kind == "invoice.paid":
         if status != "ISSUED":
             return f"ignored: invoice is {status}"
-        amount = _money(obj.get("amount_paid") or 0, currency)
+        amount = from_minor_units(obj.get("amount_paid") or 0, currency)
         conn.execute("UPDATE invoices SET status = 'PAID', external_status = 'paid', paid_at = %s WHERE invoice_id = %s",
                      (datetime.fromtimestamp(event["created"], timezone.utc), invoice_id))
         if amount:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from ...domain import ledger as ledger_rules
-from ...domain.money import minor_units
+from ...domain.money import from_minor_units
 from ...domain.periods import Period
 from ...domain.stripe_invoice import (IssuableInvoice, IssuableLine, InvoiceRejected, StripeRequest,
                                       customer_key, customer_params, plan_invoice)
@@ -128,13 +129,7 @@ def _issue_org(db_url: str, gateway: StripeGateway, org_id: str, invoices: list[
 
 
 def _failed(conn: psycopg.Connection, inv: IssuableInvoice, reason: str) -> IssueOutcome:
-    """Store why; back to DRAFT when nothing for it can have reached Stripe (a fix and a re-run
-    then simply issue it), otherwise it stays ISSUING and a re-run resumes where it stopped."""
-    conn.execute("""UPDATE invoices SET sink_error = %s, sink_error_at = now(),
-                        status = CASE WHEN status = 'ISSUING' AND NOT EXISTS (
-                            SELECT 1 FROM sink_outbox o WHERE o.invoice_id = invoices.invoice_id
-                            AND o.status IN ('SENT', 'PENDING')) THEN 'DRAFT' ELSE status END
-                    WHERE invoice_id = %s""", (reason, inv.invoice_id))
+    outbox.stop_invoice(conn, inv.invoice_id, reason)
     return IssueOutcome(inv.invoice_id, inv.org_id, inv.currency, "FAILED", inv.subtotal, reason=reason)
 
 
@@ -190,7 +185,6 @@ def ensure_customer(conn: psycopg.Connection, gateway: StripeGateway, org_id: st
 
 
 def _store_customer(conn: psycopg.Connection, org_id: str, customer_id: str, metadata: dict) -> None:
-    from psycopg.types.json import Jsonb
     conn.execute("""INSERT INTO stripe_customers (org_id, customer_id, metadata) VALUES (%s, %s, %s)
                     ON CONFLICT (org_id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
                         metadata = EXCLUDED.metadata, synced_at = now()""", (org_id, customer_id, Jsonb(metadata)))
@@ -263,7 +257,7 @@ def _found_writes(gateway: StripeGateway, customer_id: str, stripe_invoice_id: s
 
 
 def _money(minor: int | None, currency: str) -> Decimal | None:
-    return None if minor is None else Decimal(minor).scaleb(-minor_units(currency))
+    return None if minor is None else from_minor_units(minor, currency)
 
 
 def record_issued(conn: psycopg.Connection, invoice_id: str, obj: dict) -> bool:
