@@ -4,6 +4,7 @@
     billing close     close a month from the usage already in ClickHouse
     billing invoices  print a month's invoice drafts
     billing issue     issue a closed month through the sinks (Stripe; a dry run without an API key)
+    billing dispute   re-run disputed days of an issued month; credit notes / supplementary invoices
     billing fx rate   the TCMB rate an invoice issued on a date would use, as JSON
     billing evidence  signed proof of delivery (raw requests) for a contract and a date range
     billing stripe-webhook  serve the signed Stripe webhook endpoint (invoice events)
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from . import settings
 from .domain.periods import Period
@@ -99,7 +100,7 @@ def _issue(db_url: str, period: Period) -> None:
                            WHERE j.period_start = %(start)s AND o.sink = %(sink)s AND o.status = 'DRY_RUN'),
                           count(*)
                    FROM invoices i JOIN contracts c USING (contract_id)
-                   WHERE i.period_start = %(start)s AND c.region = %(region)s""",
+                   WHERE i.period_start = %(start)s AND c.region = %(region)s AND i.kind = 'INVOICE'""",
                 {"sink": sink, "start": period.start, "region": region}).fetchone()
             name = sink.title()
             print(f"   {name}: {invoices} invoices, {issued} issued, {stopped} stopped (reason on the invoice)"
@@ -110,6 +111,27 @@ def _issue(db_url: str, period: Period) -> None:
 
 def cmd_issue(args: argparse.Namespace) -> None:
     _issue(_database(), Period.parse_month(args.month))
+
+
+def cmd_dispute(args: argparse.Namespace) -> None:
+    from .close import dispute_month
+    from .instance import get_instance
+    from .steps.corrections import month_corrections
+
+    db_url, period = _database(), Period.parse_month(args.month)
+    days = [date.fromisoformat(d) for d in args.day]
+    done = _step(f"dispute backfill of {period.label}: usage_rollups for {', '.join(args.day)}, then rated_charges, "
+                 "invoice_drafts, the sinks, invoice_corrections and audit_snapshot")
+    with get_instance(db_url) as instance:
+        run_ids = dispute_month(instance, period, days)
+    documents = month_corrections(db_url, period)
+    for d in documents:
+        print(f"   {d[1].lower().replace('_', ' ')} {d[0]}: {d[6]:,} {d[3].strip()} correcting {d[2]}, {d[7]}"
+              + (f" ({d[11]})" if d[11] else ""))
+    if not documents:
+        print("   no amount changed: nothing to issue")
+    print(f"   runs {', '.join(run_ids)}")
+    done()
 
 
 def cmd_stripe_webhook(args: argparse.Namespace) -> None:
@@ -409,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     issue = sub.add_parser("issue", help="issue a closed month through the sinks (dry run without a Stripe key)")
     issue.add_argument("--month", default=_last_complete_month())
     issue.set_defaults(func=cmd_issue)
+    dispute = sub.add_parser("dispute", help="re-run disputed days of an issued month and issue credit notes or "
+                                             "supplementary invoices for what changed")
+    dispute.add_argument("--month", required=True)
+    dispute.add_argument("--day", action="append", required=True, help="a disputed day, YYYY-MM-DD (repeatable)")
+    dispute.set_defaults(func=cmd_dispute)
 
     fx = sub.add_parser("fx", help="exchange rates").add_subparsers(dest="fx_command", required=True)
     rate = fx.add_parser("rate", help="the TCMB rate an invoice issued on a date would use (JSON)")

@@ -14,6 +14,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from .assets.audit_snapshot import audit_snapshot
 from .assets.fx_snapshot import fx_snapshot
+from .assets.invoice_corrections import invoice_corrections
 from .assets.invoice_drafts import invoice_drafts
 from .assets.parasut_invoices import parasut_invoices
 from .assets.partitions import BILLING_START_DATE, daily_partitions, monthly_partitions
@@ -112,3 +113,42 @@ def issue_month(instance: dg.DagsterInstance, period: Period, definitions: dg.De
                                     run_config=_QUIET, raise_on_error=False)
     _raise_if_failed(result, f"stripe_invoices/parasut_invoices {period.start}")
     return result.run_id
+
+
+def _day_ranges(days: list[date]) -> list[tuple[date, date]]:
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if ranges and ranges[-1][1] + timedelta(days=1) == day:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+DISPUTE_MONTH_ASSETS = [rated_charges.key, invoice_drafts.key, *SINKS, invoice_corrections.key, audit_snapshot.key]
+
+
+def dispute_month(instance: dg.DagsterInstance, period: Period, days: list[date],
+                  definitions: dg.Definitions | None = None) -> list[str]:
+    """The dispute backfill, as the UI's "these days and everything downstream" runs it: the days'
+    usage_rollups again (each contiguous range in one run), then the month's rated_charges,
+    invoice_drafts, the sinks (which issue nothing twice), invoice_corrections (credit notes and
+    supplementary invoices for what changed) and a new audit_snapshot. Returns the run ids."""
+    check_closable(period)
+    outside = [d for d in days if d not in rollup_days(period)]
+    if not days or outside:
+        raise BillingError(f"dispute {period.label}: give days of the month (or its edge days); "
+                           f"not in it: {', '.join(d.isoformat() for d in outside) or 'none given'}")
+    job = (definitions or defs).resolve_implicit_global_asset_job_def()
+    run_ids = []
+    for first, last in _day_ranges(days):
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[usage_rollups.key], run_config=_QUIET, raise_on_error=False,
+            tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()})
+        _raise_if_failed(result, f"usage_rollups {first}..{last}")
+        run_ids.append(result.run_id)
+    result = job.execute_in_process(instance=instance, asset_selection=DISPUTE_MONTH_ASSETS,
+                                    partition_key=period.start.isoformat(), run_config=_QUIET, raise_on_error=False)
+    _raise_if_failed(result, f"rated_charges..audit_snapshot {period.start}")
+    run_ids.append(result.run_id)
+    return run_ids

@@ -7,6 +7,7 @@ import dagster as dg
 from . import settings
 from .assets.audit_snapshot import audit_snapshot
 from .assets.fx_snapshot import fx_snapshot
+from .assets.invoice_corrections import invoice_corrections
 from .assets.invoice_drafts import invoice_drafts
 from .assets.ledger import ledger, ledger_balanced_and_chained
 from .assets.parasut_invoices import parasut_invoices
@@ -24,7 +25,7 @@ from .sensors.stripe_events import stripe_payment_events
 from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE
 
 ASSETS = [requests_raw, contracts, usage_rollups, fx_snapshot, rated_charges, invoice_drafts, audit_snapshot,
-          stripe_invoices, parasut_invoices, ledger]
+          stripe_invoices, parasut_invoices, invoice_corrections, ledger]
 ASSET_CHECKS = [ledger_balanced_and_chained, no_late_raw_rows, stripe_invoices_unchanged]
 
 

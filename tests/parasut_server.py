@@ -143,8 +143,10 @@ class Swagger:
         strict = {"definitions": {n: _strict(s, doc) for n, s in doc["definitions"].items()}, "bodies": {}}
         self.operations: list[Operation] = []
         for template, item in doc["paths"].items():
-            if "#" in template:  # "#basic" / "#detailed" are documentation variants of the same path
-                continue
+            if "#" in template:  # "#basic" / "#detailed" are documentation variants of the same path:
+                if not template.endswith("#detailed"):  # the fake takes the detailed form (with lines)
+                    continue
+                template = template.split("#")[0]
             for method, op in item.items():
                 if method not in HTTP_METHODS:
                     continue
@@ -308,6 +310,7 @@ class ParasutState:
     contacts: dict = field(default_factory=dict)  # id -> {"id", "attributes"}
     # id -> {"id", "attributes", "contact_id", "detail_ids", "active_e_document"}
     sales_invoices: dict = field(default_factory=dict)
+    purchase_bills: dict = field(default_factory=dict)  # id -> {"id", "attributes", "supplier_id", "details"}
     details: dict = field(default_factory=dict)  # id -> {"id", "attributes", "sales_invoice_id"}
     # id -> {"id", "kind", "sales_invoice_id", "status", "errors", "polls", "form", "to"}
     jobs: dict = field(default_factory=dict)
@@ -725,6 +728,51 @@ class FakeParasut:
         inv = self.state.sales_invoices.get(path_params["id"]) or self._raise(not_found())
         return Reply(200, self._with_included({"data": self._invoice_resource(inv)}, [inv], params))
 
+    # purchase bills: a sales refund (iade) is a purchase bill of item_type "refund" from the customer
+    def _bill_resource(self, bill: dict) -> dict:
+        return {"id": bill["id"], "type": "purchase_bills", "attributes": bill["attributes"], "relationships": {
+            "supplier": {"data": {"id": bill["supplier_id"], "type": "contacts"}}}}
+
+    def _create_purchase_bill(self, path_params, params, document) -> Reply:
+        attrs, rels = self._attrs(document)
+        supplier_id = self._related(rels, "supplier", "contacts")
+        if supplier_id not in self.state.contacts:
+            raise unprocessable(f"contact {supplier_id} does not exist")
+        for name in ("invoice_discount", "withholding_rate"):
+            if attrs.get(name):
+                raise unprocessable(f"{name} is not modelled by this fake (totals would be wrong)")
+        details = (rels.get("details") or {}).get("data") or []
+        if not details:
+            raise unprocessable("a detailed purchase bill needs at least one detail (relationships.details.data)")
+        gross = total_vat = Decimal("0.00")
+        for i, d in enumerate(details):
+            a = d.get("attributes") or self._raise(unprocessable(f"details[{i}].attributes is required"))
+            if Decimal(a["vat_rate"]) not in VAT_RATES:
+                raise unprocessable(f"details[{i}]: vat_rate {a['vat_rate']} is not a valid KDV rate")
+            if Decimal(a["quantity"]) <= 0 or Decimal(a["unit_price"]) < 0:
+                raise unprocessable(f"details[{i}]: quantity must be positive and unit_price not negative")
+            net = _money(Decimal(a["quantity"]) * Decimal(a["unit_price"]))
+            gross += net
+            total_vat += _money(net * Decimal(a["vat_rate"]) / 100)
+        stamp = self._stamp()
+        bill = {"id": self._id(), "supplier_id": supplier_id, "details": details, "attributes": {
+            **attrs, "gross_total": gross, "total_vat": total_vat, "net_total": gross + total_vat,
+            "remaining": gross + total_vat, "payment_status": "unpaid", "archived": False,
+            "created_at": stamp, "updated_at": stamp}}
+        self.state.purchase_bills[bill["id"]] = bill
+        return Reply(201, {"data": self._bill_resource(bill)})
+
+    def _list_purchase_bills(self, path_params, params, document) -> Reply:
+        special = {"supplier_id": lambda r, v: r["supplier_id"] == v,
+                   "item_type": lambda r, v: r["attributes"].get("item_type") in {x.strip() for x in v.split(",")}}
+        records = self._sorted(self._filtered(list(self.state.purchase_bills.values()), params, special),
+                               params.get("sort"))
+        return Reply(200, self._page([self._bill_resource(r) for r in records], params))
+
+    def _show_purchase_bill(self, path_params, params, document) -> Reply:
+        bill = self.state.purchase_bills.get(path_params["id"]) or self._raise(not_found())
+        return Reply(200, {"data": self._bill_resource(bill)})
+
     # e-documents
     def _inbox_list(self) -> list[tuple[str, str]]:
         return [(str(vkn), address) for vkn, addresses in self.inboxes.items() for address in addresses]
@@ -879,6 +927,9 @@ class FakeParasut:
         ("GET", "/{company_id}/sales_invoices"): _list_sales_invoices,
         ("GET", "/{company_id}/sales_invoices/{id}"): _show_sales_invoice,
         ("GET", "/{company_id}/e_invoice_inboxes"): _list_inboxes,
+        ("POST", "/{company_id}/purchase_bills"): _create_purchase_bill,
+        ("GET", "/{company_id}/purchase_bills"): _list_purchase_bills,
+        ("GET", "/{company_id}/purchase_bills/{id}"): _show_purchase_bill,
         ("POST", "/{company_id}/e_invoices"): _create_e_invoice,
         ("POST", "/{company_id}/e_archives"): _create_e_archive,
         ("GET", "/{company_id}/e_invoices/{id}"): _show_e_invoice,

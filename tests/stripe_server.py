@@ -39,6 +39,11 @@ def invalid(message: str, code: str, param: str | None = None) -> ApiError:
 ADDRESS = {"country": "str", "line1": "str", "line2": "str", "city": "str", "postal_code": "str", "state": "str"}
 CUSTOMER = {"name": "str", "email": "str", "address": ADDRESS, "metadata": META, "description": "str"}
 PAGE = {"limit": "int", "starting_after": "str", "ending_before": "str"}
+CREDIT_NOTE_LINE = {"type": ("enum", "invoice_line_item", "custom_line_item"), "invoice_line_item": "str",
+                    "amount": "int", "description": "str", "quantity": "int", "unit_amount": "int"}
+CREDIT_NOTE = {"invoice": "str", "lines": [CREDIT_NOTE_LINE], "memo": "str", "metadata": META,
+               "credit_amount": "int", "refund_amount": "int", "out_of_band_amount": "int",
+               "reason": ("enum", "duplicate", "fraudulent", "order_change", "product_unsatisfactory")}
 SPECS: dict[tuple[str, str], dict] = {
     ("POST", "/v1/customers"): CUSTOMER,
     ("POST", "/v1/customers/{id}"): CUSTOMER,
@@ -60,12 +65,19 @@ SPECS: dict[tuple[str, str], dict] = {
                                    "description": "str", "metadata": META},
     ("GET", "/v1/invoiceitems"): {**PAGE, "invoice": "str", "customer": "str"},
     ("GET", "/v1/events"): {**PAGE, "types": "list", "type": "str"},
+    ("GET", "/v1/invoices/{id}/lines"): PAGE,
+    ("POST", "/v1/credit_notes"): CREDIT_NOTE,
+    ("GET", "/v1/credit_notes/preview"): CREDIT_NOTE,
+    ("GET", "/v1/credit_notes"): {**PAGE, "invoice": "str", "customer": "str"},
+    ("GET", "/v1/credit_notes/{id}"): {},
 }
 REQUIRED = {
     ("POST", "/v1/invoices"): ["customer"],
     ("POST", "/v1/invoiceitems"): ["customer", "amount", "currency"],
     ("POST", "/v1/customers/{id}/balance_transactions"): ["amount", "currency"],
     ("GET", "/v1/customers/search"): ["query"],
+    ("POST", "/v1/credit_notes"): ["invoice", "lines"],
+    ("GET", "/v1/credit_notes/preview"): ["invoice", "lines"],
 }
 
 
@@ -117,6 +129,13 @@ def validate(spec: dict, params: dict, prefix: str = "") -> None:
         elif kind == "currency":
             if not isinstance(value, str) or not CURRENCY.match(value):
                 raise invalid(f"Invalid currency: {value}", "parameter_invalid_string", full)
+        elif isinstance(kind, list):  # a list of objects of one spec
+            if not isinstance(value, list) or not value:
+                raise invalid(f"Invalid array: {full}", "parameter_invalid_array", full)
+            for i, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise invalid(f"Invalid object: {full}[{i}]", "parameter_invalid_object", f"{full}[{i}]")
+                validate(kind[0], item, f"{full}[{i}]")
         elif kind == "list":
             if not isinstance(value, list):
                 raise invalid(f"Invalid array: {full}", "parameter_invalid_array", full)
@@ -141,6 +160,7 @@ class StripeState:
     items: dict = field(default_factory=dict)
     balance_transactions: dict = field(default_factory=dict)  # customer id -> [tx]
     events: list = field(default_factory=list)  # oldest first
+    credit_notes: dict = field(default_factory=dict)
     idempotency: dict = field(default_factory=dict)
     seq: int = 0
 
@@ -317,6 +337,11 @@ class FakeStripe:
                     if (not p.get("customer") or i["customer"] == p["customer"])
                     and (not p.get("status") or i["status"] == p["status"])]
             return _page([self._totals(i) for i in data], p)
+        if template == "/v1/invoices/{id}/lines":
+            inv = s.invoices.get(ident) or _missing("invoice", ident)
+            return _page([_line(i) for i in self._totals(inv)["lines"]["data"]], p)
+        if template.startswith("/v1/credit_notes"):
+            return self._credit_notes(template, method, ident, p)
         if template.startswith("/v1/invoices/{id}"):
             inv = s.invoices.get(ident) or _missing("invoice", ident)
             if sub == "finalize":
@@ -368,6 +393,78 @@ class FakeStripe:
             return _page(data, p)
         raise AssertionError(template)
 
+    def _credit_notes(self, template: str, method: str, ident, p: dict) -> dict:
+        s = self.state
+        if template == "/v1/credit_notes/{id}":
+            return s.credit_notes.get(ident) or _missing("credit note", ident)
+        if template == "/v1/credit_notes":
+            if method == "GET":
+                data = [c for c in reversed(list(s.credit_notes.values()))
+                        if (not p.get("invoice") or c["invoice"] == p["invoice"])
+                        and (not p.get("customer") or c["customer"] == p["customer"])]
+                return _page(data, p)
+        inv = s.invoices.get(p["invoice"]) or _missing("invoice", p["invoice"])
+        if inv["status"] not in ("open", "paid"):
+            raise ApiError(400, "invalid_request_error", f"Credit notes can only be issued on open or paid "
+                           f"invoices; this one is {inv['status']}.", "invoice_not_editable", save=False)
+        items = {_line(i)["id"]: i for i in inv["lines"]["data"]}
+        earlier = [c for c in s.credit_notes.values() if c["invoice"] == inv["id"]]
+        country = (s.customers[inv["customer"]].get("address") or {}).get("country")
+        rate = self.tax_rates.get(country, 0) if inv["automatic_tax"]["enabled"] else 0
+        lines = []
+        for i, line in enumerate(p["lines"]):
+            where = f"lines[{i}]"
+            if line["type"] == "invoice_line_item":
+                item = items.get(line.get("invoice_line_item")) or self._refuse(f"{where}[invoice_line_item]: no such "
+                                                                                "line on this invoice")
+                amount = int(line.get("amount") or self._refuse(f"{where}[amount] is required"))
+                credited = sum(x["amount"] for c in earlier for x in c["lines"]["data"]
+                               if x.get("invoice_line_item") == line["invoice_line_item"])
+                if not 0 < amount <= item["amount"] - credited:
+                    self._refuse(f"{where}[amount]: {amount} exceeds what is left to credit on the line "
+                                 f"({item['amount'] - credited})")
+                description = item["description"]
+            else:
+                amount = int(line.get("unit_amount") or self._refuse(f"{where}[unit_amount] is required")) * int(
+                    line.get("quantity", "1"))
+                description = line.get("description") or self._refuse(f"{where}[description] is required")
+                if amount <= 0:
+                    self._refuse(f"{where}: the amount must be positive")
+            tax = int((amount * rate * 2 + 1) // 2) if rate else 0
+            lines.append({"id": self._id("cnli") if method == "POST" else "preview", "object": "credit_note_line_item",
+                          "type": line["type"], "invoice_line_item": line.get("invoice_line_item"), "amount": amount,
+                          "description": description, "tax": tax})
+        subtotal = sum(x["amount"] for x in lines)
+        total = subtotal + sum(x["tax"] for x in lines)
+        if total + sum(c["total"] for c in earlier) > inv["total"]:
+            self._refuse(f"The credit note total {total} exceeds what is left to credit on the invoice "
+                         f"({inv['total'] - sum(c['total'] for c in earlier)}).")
+        pre = min(total, inv["amount_remaining"])
+        post = total - pre
+        given = sum(int(p.get(k, "0")) for k in ("credit_amount", "refund_amount", "out_of_band_amount"))
+        if given != post:
+            self._refuse(f"The sum of credit_amount, refund_amount and out_of_band_amount ({given}) must equal the "
+                         f"post-payment amount of the credit note ({post}).")
+        note = {"id": self._id("cn") if method == "POST" else "preview", "object": "credit_note",
+                "invoice": inv["id"], "customer": inv["customer"], "currency": inv["currency"], "status": "issued",
+                "number": f"{inv['number']}-CN-{len(earlier) + 1:02d}", "subtotal": subtotal, "total": total,
+                "amount": total, "pre_payment_amount": pre, "post_payment_amount": post,
+                "credit_amount": int(p.get("credit_amount", "0")), "memo": p.get("memo"),
+                "metadata": p.get("metadata", {}), "pdf": None, "created": int(time.time()),
+                "lines": {"object": "list", "data": lines, "has_more": False}}
+        if method == "GET":
+            return note
+        note["pdf"] = f"https://pay.stripe.test/{note['id']}/pdf"
+        s.credit_notes[note["id"]] = note
+        inv["amount_remaining"] -= pre
+        inv["amount_due"] -= pre
+        s.customers[inv["customer"]]["balance"] -= note["credit_amount"]
+        return note
+
+    @staticmethod
+    def _refuse(message: str):
+        raise ApiError(400, "invalid_request_error", message, "parameter_invalid", save=False)
+
     def _totals(self, inv: dict) -> dict:
         if inv["status"] == "draft":
             items = [i for i in self.state.items.values() if i["invoice"] == inv["id"]]
@@ -397,6 +494,13 @@ class FakeStripe:
         if inv["amount_due"] == 0:  # Stripe marks an invoice with nothing due paid at once
             inv["status"] = "paid"
             self._event("invoice.paid", inv)
+
+
+def _line(item: dict) -> dict:
+    """The invoice line item Stripe makes of an invoice item (its metadata travels with it)."""
+    return {"id": "il_" + item["id"].split("_", 1)[1], "object": "line_item", "invoice_item": item["id"],
+            "amount": item["amount"], "currency": item["currency"], "description": item["description"],
+            "metadata": item["metadata"]}
 
 
 def _missing(kind: str, ident) -> dict:
@@ -438,6 +542,10 @@ _ROUTES = [
     (re.compile(r"^/v1/invoices$"), "/v1/invoices"),
     (re.compile(r"^/v1/invoices/([^/]+)$"), "/v1/invoices/{id}"),
     (re.compile(r"^/v1/invoices/([^/]+)/(finalize|pay|void)$"), None),
+    (re.compile(r"^/v1/invoices/([^/]+)/lines$"), "/v1/invoices/{id}/lines"),
+    (re.compile(r"^/v1/credit_notes$"), "/v1/credit_notes"),
+    (re.compile(r"^/v1/credit_notes/preview$"), "/v1/credit_notes/preview"),
+    (re.compile(r"^/v1/credit_notes/([^/]+)$"), "/v1/credit_notes/{id}"),
     (re.compile(r"^/v1/invoiceitems$"), "/v1/invoiceitems"),
     (re.compile(r"^/v1/events$"), "/v1/events"),
 ]

@@ -20,7 +20,9 @@ def test_definitions_load_with_lineage():
     assert parents["rated_charges"] == {"usage_rollups", "contracts"}
     assert parents["invoice_drafts"] == {"rated_charges", "fx_snapshot"}
     assert parents["stripe_invoices"] == {"invoice_drafts"}
-    assert parents["audit_snapshot"] == {"invoice_drafts"}
+    assert parents["invoice_corrections"] == {"invoice_drafts", "stripe_invoices", "parasut_invoices"}
+    assert parents["audit_snapshot"] == {"invoice_drafts", "invoice_corrections"}  # a dispute's snapshot holds them
+    assert graph.get(dg.AssetKey("invoice_corrections")).automation_condition is None  # deliberate, never a sensor
     rollups = graph.get(dg.AssetKey("usage_rollups"))
     assert isinstance(rollups.partitions_def, dg.DailyPartitionsDefinition)
     assert rollups.partitions_def.timezone == "UTC"

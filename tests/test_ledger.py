@@ -22,7 +22,8 @@ def _issue_and_pay(conn, n=3):
         txs.append(L.invoice_issued(f"CTR-{i}:2026-10:v1", f"org_{i}", "TRY", D("25000.0000"), D("5000.0000")))
         txs.append(L.payment_received(f"CTR-{i}:2026-10:v1", f"org_{i}", "TRY", D("30000.0000")))
     txs.append(L.payment_failed("CTR-9:2026-10:v1", "org_9", "USD"))
-    txs.append(L.credit_note("CTR-0:2026-10:v1", "org_0", "TRY", D("100.0000"), D("20.0000")))
+    txs.append(L.document_issued("CREDIT_NOTE", "CTR-0:2026-10:v2:credit-note", "org_0", "TRY", D("-100.0000"),
+                                 D("-20.0000"), corrects="CTR-0:2026-10:v1"))
     txs.append(L.credit_consumed("CTR-1:2026-10:v1", "org_1", "TRY", D("50.0000")))
     txs.append(L.adjustment("invoice", "CTR-2:2026-10:v1", [L.Posting("adjustments", D("0.0100"), "TRY"),
                                                            L.Posting("receivable:org_2", D("-0.0100"), "TRY")]))
@@ -34,7 +35,7 @@ def test_chain_and_balances_verify(db_url):
     with psycopg.connect(db_url) as conn:
         entries = _issue_and_pay(conn)
         result = verify(conn)
-    assert result.ok and (result.entries, result.transactions) == (len(entries), 10) == (24, 10)
+    assert result.ok and (result.entries, result.transactions) == (len(entries), 10) == (25, 10)
     assert entries[0].prev_hash == L.GENESIS and all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:]))
     assert result.head == entries[-1].hash
 
@@ -133,7 +134,7 @@ def test_cli_ledger_verify_exit_codes(db_url, tmp_path):
     run = lambda: subprocess.run([sys.executable, "-m", "billing_pipeline.cli", "ledger", "verify"], env=env,  # noqa: E731
                                  capture_output=True, text=True, timeout=120)
     ok = run()
-    assert ok.returncode == 0 and "ledger OK: 14 entries in 6 transactions" in ok.stdout
+    assert ok.returncode == 0 and "ledger OK: 15 entries in 6 transactions" in ok.stdout
     _tamper(db_url, f"UPDATE ledger SET amount = 0 WHERE entry_id = {first + 1}")
     broken = run()
     assert broken.returncode == 1

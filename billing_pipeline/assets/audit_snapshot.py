@@ -11,13 +11,15 @@ from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..resources.audit_storage import AuditStorageResource, embedded_signing_key
 from ..steps.audit import SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV, load_signing_key, record_in_ledger, snapshot_month
+from .invoice_corrections import invoice_corrections
 from .invoice_drafts import invoice_drafts
 from .partitions import monthly_partitions
 from .reporting import failures_as_messages, markdown_table
 
 
 @dg.asset(
-    deps=[invoice_drafts],
+    # after the corrections: a dispute backfill's snapshot holds its credit notes and supplementary invoices
+    deps=[invoice_drafts, invoice_corrections],
     partitions_def=monthly_partitions,
     group_name="proof",
     kinds={"s3", "postgres"},

@@ -62,7 +62,7 @@ def stripe_invoices(context: dg.AssetExecutionContext, billing_db: BillingDataba
             """SELECT i.invoice_id, i.currency, i.subtotal, i.external_subtotal, i.total, i.external_amount_due
                FROM invoices i JOIN contracts c USING (contract_id)
                WHERE i.period_start = %s AND i.sink = 'STRIPE' AND i.external_subtotal IS NOT NULL
-                 AND (i.external_subtotal <> i.subtotal
+                 AND i.kind <> 'CREDIT_NOTE' AND (i.external_subtotal <> i.subtotal
                       OR (NOT c.stripe_tax AND i.external_amount_due IS DISTINCT FROM i.total))
                ORDER BY 1""", (period.start,)).fetchall()
         compared = conn.execute("SELECT count(*) FROM invoices WHERE period_start = %s AND sink = 'STRIPE' "

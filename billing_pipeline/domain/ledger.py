@@ -24,7 +24,7 @@ from decimal import Decimal
 
 GENESIS = "0" * 64
 KINDS = ("INVOICE_ISSUED", "PAYMENT_RECEIVED", "PAYMENT_FAILED", "CREDIT_NOTE", "CREDIT_CONSUMED", "ADJUSTMENT",
-         "AUDIT_SNAPSHOT", "INVOICE_VOIDED")
+         "AUDIT_SNAPSHOT", "INVOICE_VOIDED", "SUPPLEMENTARY_ISSUED")
 _PLACES = Decimal("0.0001")
 
 
@@ -104,10 +104,20 @@ def payment_failed(invoice_id: str, org_id: str, currency: str) -> LedgerTransac
         Posting(f"receivable:{org_id}", Decimal("0.0000"), currency), Posting("cash", Decimal("0.0000"), currency)])
 
 
-def credit_note(invoice_id: str, org_id: str, currency: str, subtotal: Decimal, tax: Decimal) -> LedgerTransaction:
-    return _tx("CREDIT_NOTE", "invoice", invoice_id, [
-        Posting("revenue", subtotal, currency), Posting("tax_payable", tax, currency),
-        Posting(f"receivable:{org_id}", -(subtotal + tax), currency)])
+def document_issued(kind: str, document_id: str, org_id: str, currency: str, subtotal: Decimal, tax: Decimal,
+                    corrects: str | None = None) -> LedgerTransaction:
+    """INVOICE_ISSUED for an invoice; for a correction of one, SUPPLEMENTARY_ISSUED or CREDIT_NOTE
+    (whose amounts are negative: revenue and tax go back down) with a memo posting (zero amount)
+    on ``corrects:<invoice id>``, so the chain itself links the correction to the invoice."""
+    if kind == "INVOICE":
+        return invoice_issued(document_id, org_id, currency, subtotal, tax)
+    if corrects is None or kind not in ("CREDIT_NOTE", "SUPPLEMENTARY"):
+        raise ValueError(f"document {document_id}: a {kind} must name the invoice it corrects")
+    if (kind == "CREDIT_NOTE") != (subtotal + tax < 0):
+        raise ValueError(f"document {document_id}: a {kind} of {subtotal + tax} {currency} has the wrong sign")
+    tx = invoice_issued(document_id, org_id, currency, subtotal, tax)
+    return _tx("CREDIT_NOTE" if kind == "CREDIT_NOTE" else "SUPPLEMENTARY_ISSUED", "invoice", document_id,
+               [*tx.postings, Posting(f"corrects:{corrects}", Decimal("0.0000"), currency)])
 
 
 def invoice_voided(invoice_id: str, org_id: str, currency: str, subtotal: Decimal, tax: Decimal,

@@ -59,6 +59,7 @@ class TurkishInvoice:
     lines: tuple[TurkishLine, ...]
     contract_doc_sha256: str | None = None
     problem: str | None = None  # set at drafting (no trustworthy FX rate)
+    corrects: str | None = None  # a supplementary invoice or refund: the issued invoice it corrects
 
     @property
     def period_label(self) -> str:
@@ -97,7 +98,7 @@ def check_issuable(inv: TurkishInvoice) -> None:
                               f"({', '.join(f'{r}%' for r in KDV_RATES)})")
     if inv.currency != "TRY":
         raise InvoiceRejected(f"invoice {inv.invoice_id}: it is in {inv.currency}, a Turkish invoice must be in TRY")
-    if inv.total < 0:
+    if inv.total < 0 and inv.corrects is None:
         raise InvoiceRejected(f"invoice {inv.invoice_id}: negative total {inv.total} TRY is a refund, not an invoice")
 
 
@@ -121,13 +122,15 @@ def lira_text(amount: Decimal) -> str:
 
 def detail_lines(inv: TurkishInvoice) -> list[tuple[str, Decimal]]:
     """(description, lira amount) per Parasut line; a fixed contract's usage goes to the appendix."""
-    if inv.contract_type == "FIXED":
+    if inv.contract_type == "FIXED" and inv.corrects is None:
         return [(f"Monthly RPC Service - {lira_text(inv.subtotal)} TL", inv.subtotal)]
     return [(line.description, line.amount) for line in inv.lines]
 
 
 def reference_text(inv: TurkishInvoice, appendix: str | None = None) -> str:
     parts = [f"RPC hizmet bedeli {inv.period_label}", f"Ref: {inv.invoice_id}"]
+    if inv.corrects:
+        parts.insert(1, f"Duzeltilen fatura: {inv.corrects}")  # the issued invoice this one corrects
     if inv.contract_doc_sha256:
         parts.append(f"Sozlesme SHA-256: {inv.contract_doc_sha256}")
     if appendix:
@@ -160,3 +163,25 @@ def appendix_document(inv: TurkishInvoice) -> dict:
             "lines": [{"line_no": line.line_no, "description": line.description, "amount_try": f"{line.amount:f}"}
                       for line in inv.lines],
             "contract_doc_sha256": inv.contract_doc_sha256}
+
+
+def refund_bill_body(inv: TurkishInvoice, contact_id: str) -> dict:
+    """A credit note in Parasut: a purchase bill of item_type "refund" (iade) from the customer,
+    one line per corrected line at its (positive) lira amount and KDV rate; its description
+    names our credit note and the issued invoice it corrects."""
+    check_issuable(inv)
+    if inv.corrects is None or inv.total >= 0:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: only a credit note (negative, correcting an issued "
+                              "invoice) becomes a refund")
+    details = [{"type": "purchase_bill_details",
+                "attributes": {"quantity": Decimal(1), "unit_price": -line.amount, "vat_rate": vat_percent(inv),
+                               "description": line.description[:255]}}
+               for line in inv.lines]
+    return {"data": {
+        "type": "purchase_bills",
+        "attributes": {"item_type": "refund", "description": f"Iade | {reference_text(inv)}",
+                       "issue_date": inv.issue_date.isoformat(), "due_date": inv.issue_date.isoformat(),
+                       "currency": PARASUT_LIRA},
+        "relationships": {"details": {"data": details},
+                          "supplier": {"data": {"id": contact_id, "type": "contacts"}}},
+    }}

@@ -71,6 +71,7 @@ class IssuableInvoice:
     days_until_due: int = 30
     stripe_tax: bool = False
     contract_doc_sha256: str | None = None
+    corrects: str | None = None  # a supplementary invoice: the issued invoice it corrects
 
     @property
     def period_label(self) -> str:
@@ -162,10 +163,14 @@ def plan_invoice(inv: IssuableInvoice, customer_id: str, stripe_invoice_id: str)
                 "period": inv.period_label, "version": str(inv.version)}
     if inv.contract_doc_sha256:
         metadata["contract_doc_sha256"] = inv.contract_doc_sha256
+    description = f"RPC service {inv.period_label} (contract {inv.contract_id})"
+    if inv.corrects:
+        metadata["corrects_invoice_id"] = inv.corrects
+        description = f"Supplementary invoice: {description}, correcting invoice {inv.corrects}"
     create_params: dict = {
         "customer": customer_id, "currency": currency, "auto_advance": "false",
         "collection_method": inv.collection_method, "pending_invoice_items_behavior": "exclude",
-        "description": f"RPC service {inv.period_label} (contract {inv.contract_id})",
+        "description": description,
         "metadata": metadata,
     }
     if inv.collection_method == "send_invoice":

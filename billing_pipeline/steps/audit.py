@@ -37,13 +37,15 @@ EXPORTS = {
     "fx_snapshots.csv": """SELECT period_start, currency, issue_date, status, rate, source, bulletin_date, raw_sha256,
                                   estimated, ecb_rate, ecb_date, divergence, divergence_flagged, failure
                            FROM fx_snapshots WHERE period_start = %(start)s ORDER BY currency""",
-    "invoices.csv": """SELECT invoice_id, contract_id, org_id, period_start, period_end, version, status, currency,
+    "invoices.csv": """SELECT invoice_id, contract_id, org_id, period_start, period_end, version, kind,
+                              corrects_invoice_id, status, currency,
                               subtotal, tax_rate, tax, credits_applied, total, fx_snapshot_ref, contract_doc_sha256,
                               issue_date, source_currency, fx_rate, fx_estimated, sink, external_id, external_number,
                               e_document_kind, pdf_sha256
                        FROM invoices WHERE period_start = %(start)s ORDER BY invoice_id""",
     "invoice_lines.csv": """SELECT l.invoice_id, l.line_no, l.charge_id, l.description, l.quantity, l.unit_price,
-                                   l.amount, l.currency, l.vat_amount, l.source_amount, l.source_currency, l.fx_rate
+                                   l.amount, l.currency, l.vat_amount, l.source_amount, l.source_currency, l.fx_rate,
+                                   l.amount_before, l.amount_after
                             FROM invoice_lines l JOIN invoices i USING (invoice_id)
                             WHERE i.period_start = %(start)s ORDER BY l.invoice_id, l.line_no""",
     "contracts.csv": """SELECT contract_id, org_id, plan_id, contract_type, currency, region, start_at, end_at,

@@ -63,9 +63,9 @@ def credit_balances(conn, period: Period, terms: dict[str, ContractTerms]) -> di
         (period.end,)).fetchall()
     used = dict(conn.execute(
         """SELECT contract_id, sum(credits_applied) FROM invoices i
-           WHERE period_start < %s AND status <> 'VOID'
+           WHERE period_start < %s AND status <> 'VOID' AND kind = 'INVOICE'
              AND version = (SELECT max(version) FROM invoices j WHERE j.contract_id = i.contract_id
-                            AND j.period_start = i.period_start AND j.status <> 'VOID')
+                            AND j.period_start = i.period_start AND j.status <> 'VOID' AND j.kind = 'INVOICE')
            GROUP BY 1""", (period.start,)).fetchall())
     balances = {}
     for contract_id, currency, amount in granted:
@@ -88,23 +88,30 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[
             charges[row[1]].append(RatedCharge(row[0], row[1], row[2], row[3], row[4], row[5], Decimal(row[6]),
                                                Decimal(row[7]), Decimal(row[8]), row[9].strip()))
         issued_versions = dict(conn.execute(
-            "SELECT contract_id, max(version) FROM invoices WHERE period_start = %s AND status <> 'DRAFT' GROUP BY 1",
-            (period.start,)).fetchall())
+            "SELECT contract_id, max(version) FROM invoices WHERE period_start = %s AND status <> 'DRAFT' "
+            "AND kind = 'INVOICE' GROUP BY 1", (period.start,)).fetchall())
+        in_force = _versions_in_force(conn, period)
         contract_rows = conn.execute("SELECT contract_id, signed_doc_sha256, vat_rate FROM contracts").fetchall()
         doc_hashes = {r[0]: r[1] for r in contract_rows}
         vat_rates = {r[0]: None if r[2] is None else Decimal(r[2]) for r in contract_rows}
         rates = month_rates(conn, period)
 
         credits = credit_balances(conn, period, terms)
-        conn.execute("DELETE FROM invoices WHERE period_start = %s AND status = 'DRAFT'", (period.start,))
+        conn.execute("DELETE FROM invoices WHERE period_start = %s AND status = 'DRAFT' AND kind = 'INVOICE'",
+                     (period.start,))
         drafted = []
         for contract_id in sorted(charges):
             conversion, problem = _conversion(terms[contract_id], rates, period)
+            current = in_force.get(contract_id)
+            # a new version of an issued invoice keeps the prepaid credit the issue consumed
+            credit = current.credits_applied if current else credits.get(contract_id, Decimal(0))
             try:
-                draft = draft_invoice(terms[contract_id], charges[contract_id], period,
-                                      credits.get(contract_id, Decimal(0)), conversion, vat_rates.get(contract_id))
+                draft = draft_invoice(terms[contract_id], charges[contract_id], period, credit, conversion,
+                                      vat_rates.get(contract_id))
             except ValueError as exc:
                 raise BillingError(f"invoice_drafts {period.label}: {exc}") from None
+            if current is not None and _same_lines(current.lines, draft.lines):
+                continue  # nothing changed since the version in force: no new version, nothing to issue
             version = issued_versions.get(contract_id, 0) + 1
             drafted.append(DraftedInvoice(invoice_id(contract_id, period, version), version, draft, problem))
 
@@ -131,6 +138,32 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[
     return drafted
 
 
+@dataclass(frozen=True)
+class VersionInForce:
+    invoice_id: str
+    credits_applied: Decimal
+    lines: tuple[tuple, ...]  # (charge_id, description, quantity, amount, vat_amount)
+
+
+def _versions_in_force(conn, period: Period) -> dict[str, VersionInForce]:
+    """Per contract, the latest version sent or being sent (not a draft, not voided)."""
+    versions = {r[0]: (r[1], Decimal(r[2])) for r in conn.execute(
+        """SELECT DISTINCT ON (contract_id) contract_id, invoice_id, credits_applied FROM invoices
+           WHERE period_start = %s AND kind = 'INVOICE' AND status NOT IN ('DRAFT', 'VOID')
+           ORDER BY contract_id, version DESC""", (period.start,))}
+    lines: dict[str, list[tuple]] = defaultdict(list)
+    for invoice_id, *line in conn.execute(
+            """SELECT invoice_id, charge_id, description, quantity, amount, coalesce(vat_amount, 0)
+               FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no""",
+            ([v[0] for v in versions.values()],)):
+        lines[invoice_id].append(tuple(line))
+    return {c: VersionInForce(i, credits, tuple(lines[i])) for c, (i, credits) in versions.items()}
+
+
+def _same_lines(current: tuple[tuple, ...], lines) -> bool:
+    return current == tuple((x.charge_id, x.description, x.quantity, x.amount, x.vat_amount) for x in lines)
+
+
 def _fx_columns(draft: InvoiceDraft) -> tuple:
     """source_currency, fx_rate, fx_snapshot_ref, fx_estimated"""
     c = draft.conversion
@@ -142,7 +175,7 @@ def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
     with connect(db_url) as conn:
         return conn.execute(
             """WITH sums AS (
-                   SELECT i.invoice_id, i.contract_id, i.subtotal, i.tax, i.credits_applied, i.total,
+                   SELECT i.invoice_id, i.contract_id, i.kind, i.subtotal, i.tax, i.credits_applied, i.total,
                           coalesce(sum(l.amount), 0) AS line_sum
                    FROM invoices i LEFT JOIN invoice_lines l USING (invoice_id)
                    WHERE i.period_start = %(start)s AND i.status = 'DRAFT' GROUP BY i.invoice_id)
@@ -151,7 +184,12 @@ def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
                UNION ALL SELECT invoice_id, format('total %%s is not subtotal %%s + tax %%s - credits %%s',
                                                    total, subtotal, tax, credits_applied) FROM sums
                    WHERE total <> subtotal + tax - credits_applied
-               UNION ALL SELECT invoice_id, format('negative total %%s', total) FROM sums WHERE total < 0
+               UNION ALL SELECT invoice_id, format('negative total %%s', total) FROM sums
+                   WHERE total < 0 AND kind <> 'CREDIT_NOTE'
                UNION ALL SELECT min(invoice_id), format('%%s current drafts for contract %%s', count(*), contract_id)
-                   FROM sums GROUP BY contract_id HAVING count(*) > 1
+                   FROM sums WHERE kind = 'INVOICE' GROUP BY contract_id HAVING count(*) > 1
+               UNION ALL SELECT DISTINCT r.contract_id, 'rated charges but no invoice (draft or issued) for the month'
+                   FROM rated_charges r WHERE r.period_start = %(start)s AND NOT EXISTS (
+                       SELECT 1 FROM invoices i WHERE i.contract_id = r.contract_id
+                       AND i.period_start = r.period_start AND i.kind = 'INVOICE' AND i.status <> 'VOID')
                ORDER BY 1, 2""", {"start": period.start}).fetchall()

@@ -120,13 +120,44 @@ def late_raw_rows(store: UsageStore, db_url: str, days: int = 35, today: date | 
     return Finding(not rows, rows, {"days_checked": len(seen), "late_rows": sum(r[3] for r in rows)})
 
 
+def corrections_add_up(conn: psycopg.Connection, period: Period) -> Finding:
+    """Per corrected contract-month and rated charge: the issued invoice's line plus every issued
+    correction document's line equal the latest corrected version's line."""
+    rows = conn.execute(
+        """WITH latest AS (
+               SELECT DISTINCT ON (contract_id) contract_id, invoice_id, version FROM invoices
+               WHERE period_start = %(start)s AND kind = 'INVOICE' AND status = 'CORRECTED'
+               ORDER BY contract_id, version DESC),
+           original AS (
+               SELECT DISTINCT ON (i.contract_id) i.contract_id, i.invoice_id FROM invoices i JOIN latest USING (contract_id)
+               WHERE i.period_start = %(start)s AND i.kind = 'INVOICE' AND i.status IN ('ISSUED', 'PAID')
+               ORDER BY i.contract_id, i.version),
+           sent AS (
+               SELECT o.contract_id, l.charge_id, l.amount FROM original o JOIN invoice_lines l USING (invoice_id)
+               UNION ALL
+               SELECT d.contract_id, l.charge_id, l.amount FROM invoices d
+                   JOIN latest v ON v.contract_id = d.contract_id AND d.version <= v.version
+                   JOIN invoice_lines l ON l.invoice_id = d.invoice_id
+               WHERE d.period_start = %(start)s AND d.kind <> 'INVOICE' AND d.status IN ('ISSUED', 'PAID')),
+           sent_total AS (SELECT contract_id, charge_id, sum(amount) AS amount FROM sent GROUP BY 1, 2),
+           in_force AS (SELECT v.contract_id, l.charge_id, l.amount FROM latest v JOIN invoice_lines l USING (invoice_id))
+           SELECT v.invoice_id, coalesce(s.charge_id, f.charge_id), coalesce(s.amount, 0), coalesce(f.amount, 0),
+                  coalesce(f.amount, 0) - coalesce(s.amount, 0)
+           FROM sent_total s FULL JOIN in_force f ON s.contract_id = f.contract_id AND s.charge_id = f.charge_id
+           JOIN latest v ON v.contract_id = coalesce(s.contract_id, f.contract_id)
+           WHERE coalesce(s.amount, 0) <> coalesce(f.amount, 0) ORDER BY 1, 2""", {"start": period.start}).fetchall()
+    checked = conn.execute("SELECT count(DISTINCT contract_id) FROM invoices WHERE period_start = %s "
+                           "AND kind = 'INVOICE' AND status = 'CORRECTED'", (period.start,)).fetchone()[0]
+    return Finding(not rows, rows, {"corrected_invoices": checked, "differing_lines": len(rows)})
+
+
 def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
     """Each Stripe invoice we issued since ``since``, fetched again now: its status and figures
     against ours (catches a void or an edit made in the Dashboard after issuance)."""
     with connect(db_url) as conn:
         issued = conn.execute(
             """SELECT invoice_id, external_id, currency, subtotal, status FROM invoices
-               WHERE sink = 'STRIPE' AND external_id IS NOT NULL AND status IN ('ISSUED', 'PAID')
+               WHERE sink = 'STRIPE' AND external_id IS NOT NULL AND status IN ('ISSUED', 'PAID') AND kind <> 'CREDIT_NOTE'
                  AND period_start >= %s ORDER BY invoice_id""", (since,)).fetchall()
     rows = []
     for invoice_id, stripe_id, currency, subtotal, status in issued:

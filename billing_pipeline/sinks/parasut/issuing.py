@@ -69,19 +69,22 @@ _INVOICES_SQL = """
 SELECT i.invoice_id, i.contract_id, c.contract_type, i.org_id, cu.legal_name, cu.tax_id, cu.tax_office, cu.email,
        cu.address, i.currency, i.period_start, coalesce(i.issue_date, i.period_end), c.days_until_due, i.tax_rate,
        i.subtotal, i.tax, i.total, i.contract_doc_sha256,
-       CASE WHEN i.currency <> 'TRY' THEN i.sink_error END AS problem,
-       EXISTS (SELECT 1 FROM invoices j WHERE j.contract_id = i.contract_id AND j.period_start = i.period_start
-               AND j.version < i.version AND j.status IN ('ISSUING', 'ISSUED', 'PAID')) AS earlier_issued
+       CASE WHEN i.currency <> 'TRY' THEN i.sink_error END AS problem, i.corrects_invoice_id,
+       i.kind = 'INVOICE' AND EXISTS (
+           SELECT 1 FROM invoices j WHERE j.contract_id = i.contract_id AND j.period_start = i.period_start
+           AND j.kind = 'INVOICE' AND j.version < i.version AND j.status IN ('ISSUING', 'ISSUED', 'PAID')
+       ) AS earlier_issued
 FROM invoices i JOIN contracts c USING (contract_id) JOIN customers cu ON cu.org_id = i.org_id
-WHERE i.period_start = %s AND c.region = 'TR' AND i.status IN ('DRAFT', 'ISSUING')
+WHERE i.period_start = %s AND c.region = 'TR' AND i.status IN ('DRAFT', 'ISSUING') AND i.kind = ANY(%s)
 ORDER BY i.invoice_id
 """
 
 
-def load_issuable(conn: psycopg.Connection, period: Period) -> tuple[list[TurkishInvoice], list[str]]:
-    rows = conn.execute(_INVOICES_SQL, (period.start,)).fetchall()
-    awaiting = [r[0] for r in rows if r[19]]
-    rows = [r for r in rows if not r[19]]
+def load_issuable(conn: psycopg.Connection, period: Period,
+                  kinds: tuple[str, ...] = ("INVOICE",)) -> tuple[list[TurkishInvoice], list[str]]:
+    rows = conn.execute(_INVOICES_SQL, (period.start, list(kinds))).fetchall()
+    awaiting = [r[0] for r in rows if r[20]]
+    rows = [r for r in rows if not r[20]]
     lines: dict[str, list[TurkishLine]] = defaultdict(list)
     for invoice_id, line_no, description, amount, vat in conn.execute(
             "SELECT invoice_id, line_no, description, amount, coalesce(vat_amount, 0) FROM invoice_lines "
@@ -89,17 +92,17 @@ def load_issuable(conn: psycopg.Connection, period: Period) -> tuple[list[Turkis
         lines[invoice_id].append(TurkishLine(line_no, description, Decimal(amount), Decimal(vat)))
     invoices = [TurkishInvoice(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9].strip(), r[10], r[11],
                                r[12], Decimal(r[13]), Decimal(r[14]), Decimal(r[15]), Decimal(r[16]),
-                               tuple(lines[r[0]]), r[17], r[18]) for r in rows]
+                               tuple(lines[r[0]]), r[17], r[18], r[19]) for r in rows]
     return invoices, awaiting
 
 
 def issue_month(db_url: str, client: ParasutClient | None, period: Period, storage=None, workers: int = 4,
-                polls: PollPolicy = PollPolicy()) -> MonthIssue:
+                polls: PollPolicy = PollPolicy(), kinds: tuple[str, ...] = ("INVOICE",)) -> MonthIssue:
     """Issue the month's Turkish drafts; ``client=None`` is a dry run. ``storage`` keeps PDFs and
     appendices: an object with ``put(key, data) -> location`` (S3 with Object Lock)."""
     started = time.monotonic()
     with connect(db_url) as conn:
-        invoices, awaiting = load_issuable(conn, period)
+        invoices, awaiting = load_issuable(conn, period, kinds)
     result = MonthIssue(awaiting_dispute_flow=awaiting)
     if client is None:
         with connect(db_url, autocommit=True) as conn:
@@ -223,7 +226,7 @@ def issue_invoice(conn, client: ParasutClient, inv: TurkishInvoice, storage, pol
     conn.execute("UPDATE invoices SET status = 'ISSUING', sink = %s, external_customer_id = %s "
                  "WHERE invoice_id = %s AND status IN ('DRAFT', 'ISSUING')", (SINK, contact_id, inv.invoice_id))
     appendix = None
-    if inv.contract_type == "FIXED":
+    if inv.contract_type == "FIXED" and inv.corrects is None:
         appendix = _store_appendix(inv, storage)
         conn.execute("UPDATE invoices SET appendix_location = %s WHERE invoice_id = %s", (appendix, inv.invoice_id))
     body = sales_invoice_body(inv, contact_id, appendix)
@@ -300,8 +303,8 @@ def _wait_for_document(client: ParasutClient, job_id: str, sales_invoice_id: str
 
 def record_issued(conn, invoice_id: str, sales_invoice_id: str, attributes: dict, kind: str, document_id: str) -> bool:
     with conn.transaction():
-        row = conn.execute("SELECT org_id, currency, subtotal, tax, status FROM invoices WHERE invoice_id = %s "
-                           "FOR UPDATE", (invoice_id,)).fetchone()
+        row = conn.execute("SELECT org_id, currency, subtotal, tax, status, kind, corrects_invoice_id FROM invoices "
+                           "WHERE invoice_id = %s FOR UPDATE", (invoice_id,)).fetchone()
         if row is None or row[4] != "ISSUING":
             return False
         conn.execute(
@@ -312,8 +315,8 @@ def record_issued(conn, invoice_id: str, sales_invoice_id: str, attributes: dict
             (SINK, sales_invoice_id, attributes.get("invoice_no"), attributes.get("payment_status"),
              _dec(attributes.get("gross_total")), _dec(attributes.get("total_vat")), _dec(attributes.get("net_total")),
              kind, document_id, invoice_id))
-        ledger_store.append(conn, [ledger_rules.invoice_issued(invoice_id, row[0], row[1].strip(), Decimal(row[2]),
-                                                               Decimal(row[3]))])
+        ledger_store.append(conn, [ledger_rules.document_issued(row[5], invoice_id, row[0], row[1].strip(),
+                                                                Decimal(row[2]), Decimal(row[3]), row[6])])
     return True
 
 
@@ -327,6 +330,7 @@ def _issued_without_pdf(db_url: str, period: Period) -> list[str]:
     with connect(db_url) as conn:
         return [r[0] for r in conn.execute(
             "SELECT invoice_id FROM invoices WHERE period_start = %s AND sink = %s AND status IN ('ISSUED', 'PAID') "
+            "AND kind <> 'CREDIT_NOTE' "
             "AND pdf_sha256 IS NULL ORDER BY 1", (period.start, SINK))]
 
 
@@ -366,7 +370,7 @@ def _fetch_pdf(db_url: str, client: ParasutClient, invoice_id: str, storage, pol
 def _dry_run(conn, inv: TurkishInvoice) -> IssueOutcome:
     try:
         check_issuable(inv)
-        appendix = _store_appendix(inv, None) if inv.contract_type == "FIXED" else None
+        appendix = _store_appendix(inv, None) if inv.contract_type == "FIXED" and inv.corrects is None else None
         body = sales_invoice_body(inv, "{parasut_contact:" + inv.tax_number.strip() + "}", appendix)
     except InvoiceRejected as exc:
         return _failed(conn, inv.invoice_id, inv.total, str(exc))

@@ -65,35 +65,40 @@ class MonthIssue:
 _INVOICES_SQL = """
 SELECT i.invoice_id, i.version, i.contract_id, i.org_id, i.period_start, i.currency, i.subtotal, i.tax,
        i.credits_applied, i.total, c.collection_method, c.days_until_due, c.stripe_tax, i.contract_doc_sha256,
-       EXISTS (SELECT 1 FROM invoices j WHERE j.contract_id = i.contract_id AND j.period_start = i.period_start
-               AND j.version < i.version AND j.status IN ('ISSUING', 'ISSUED', 'PAID')) AS earlier_issued
+       i.corrects_invoice_id, i.kind = 'INVOICE' AND EXISTS (
+           SELECT 1 FROM invoices j WHERE j.contract_id = i.contract_id AND j.period_start = i.period_start
+           AND j.kind = 'INVOICE' AND j.version < i.version AND j.status IN ('ISSUING', 'ISSUED', 'PAID')
+       ) AS earlier_issued
 FROM invoices i JOIN contracts c USING (contract_id)
-WHERE i.period_start = %s AND c.region = 'GLOBAL' AND i.status IN ('DRAFT', 'ISSUING')
+WHERE i.period_start = %s AND c.region = 'GLOBAL' AND i.status IN ('DRAFT', 'ISSUING') AND i.kind = ANY(%s)
 ORDER BY i.org_id, i.invoice_id
 """
 
 
-def load_issuable(conn: psycopg.Connection, period: Period) -> tuple[list[IssuableInvoice], list[str]]:
-    """The month's global drafts. A draft for a contract-month already issued in an earlier
-    version is left to the dispute flow (credit note or supplementary invoice), never re-issued."""
-    rows = conn.execute(_INVOICES_SQL, (period.start,)).fetchall()
-    awaiting = [r[0] for r in rows if r[14]]
-    rows = [r for r in rows if not r[14]]
+def load_issuable(conn: psycopg.Connection, period: Period,
+                  kinds: tuple[str, ...] = ("INVOICE",)) -> tuple[list[IssuableInvoice], list[str]]:
+    """The month's global drafts of these kinds. A draft for a contract-month already issued in an
+    earlier version is left to the dispute flow (credit note or supplementary invoice), never
+    re-issued; supplementary invoices are issued like invoices, by that flow."""
+    rows = conn.execute(_INVOICES_SQL, (period.start, list(kinds))).fetchall()
+    awaiting = [r[0] for r in rows if r[15]]
+    rows = [r for r in rows if not r[15]]
     lines: dict[str, list[IssuableLine]] = defaultdict(list)
     for invoice_id, line_no, charge_id, description, amount in conn.execute(
             "SELECT invoice_id, line_no, charge_id, description, amount FROM invoice_lines "
             "WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no", ([r[0] for r in rows],)):
         lines[invoice_id].append(IssuableLine(line_no, charge_id, description, Decimal(amount)))
     invoices = [IssuableInvoice(r[0], r[1], r[2], r[3], r[4], r[5].strip(), Decimal(r[6]), Decimal(r[7]), Decimal(r[8]),
-                                Decimal(r[9]), tuple(lines[r[0]]), r[10], r[11], r[12], r[13]) for r in rows]
+                                Decimal(r[9]), tuple(lines[r[0]]), r[10], r[11], r[12], r[13], r[14]) for r in rows]
     return invoices, awaiting
 
 
-def issue_month(db_url: str, gateway: StripeGateway | None, period: Period, concurrency: int = 8) -> MonthIssue:
+def issue_month(db_url: str, gateway: StripeGateway | None, period: Period, concurrency: int = 8,
+                kinds: tuple[str, ...] = ("INVOICE",)) -> MonthIssue:
     """Issue every global draft of the month; ``gateway=None`` is a dry run (outbox only)."""
     started = time.monotonic()
     with connect(db_url) as conn:
-        invoices, awaiting = load_issuable(conn, period)
+        invoices, awaiting = load_issuable(conn, period, kinds)
     by_org: dict[str, list[IssuableInvoice]] = defaultdict(list)
     for inv in invoices:
         by_org[inv.org_id].append(inv)
@@ -265,8 +270,8 @@ def record_issued(conn: psycopg.Connection, invoice_id: str, obj: dict) -> bool:
     CREDIT_CONSUMED), in one transaction. Called by the sink and by the invoice.finalized event;
     whichever comes second finds the invoice ISSUED and does nothing."""
     with conn.transaction():
-        row = conn.execute("SELECT org_id, currency, subtotal, credits_applied, status FROM invoices "
-                           "WHERE invoice_id = %s FOR UPDATE", (invoice_id,)).fetchone()
+        row = conn.execute("SELECT org_id, currency, subtotal, credits_applied, status, kind, corrects_invoice_id "
+                           "FROM invoices WHERE invoice_id = %s FOR UPDATE", (invoice_id,)).fetchone()
         if row is None or row[4] != "ISSUING":
             return False
         org_id, currency, subtotal, credits = row[0], row[1].strip(), Decimal(row[2]), Decimal(row[3])
@@ -280,7 +285,7 @@ def record_issued(conn: psycopg.Connection, invoice_id: str, obj: dict) -> bool:
             (SINK, obj["id"], obj.get("customer"), obj.get("number"), obj.get("hosted_invoice_url"),
              obj.get("invoice_pdf"), obj.get("status"), _money(obj.get("subtotal"), currency), tax,
              _money(obj.get("total"), currency), _money(obj.get("amount_due"), currency), invoice_id))
-        transactions = [ledger_rules.invoice_issued(invoice_id, org_id, currency, subtotal, tax)]
+        transactions = [ledger_rules.document_issued(row[5], invoice_id, org_id, currency, subtotal, tax, row[6])]
         if credits:
             transactions.append(ledger_rules.credit_consumed(invoice_id, org_id, currency, credits))
         ledger_store.append(conn, transactions)
