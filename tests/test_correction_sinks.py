@@ -1,0 +1,170 @@
+"""Correction documents reach Stripe and Parasut exactly once, whatever crashes between calls.
+
+Stripe: CTR-A's issued 0.11 + 0.05 USD invoice, re-drafted as 0.15 + 0.02: a supplementary invoice
+of 0.04 and a credit note of 0.03 on the issued (open) invoice. Parasut: CTR-P's issued 3.80 + 1.73
+TRY (KDV 0.76 + 0.35), re-drafted as 3.85 + 1.70: a supplementary e-Arsiv of 0.05 + KDV 0.01 and a
+refund bill of 0.03 + KDV 0.01 (each document's KDV on its own lines).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from billing_pipeline.sinks.parasut import issuing as parasut_issuing
+from billing_pipeline.sinks.parasut.refunds import issue_refunds
+from billing_pipeline.sinks.stripe import issuing as stripe_issuing
+from billing_pipeline.sinks.stripe.credit_notes import issue_credit_notes
+from billing_pipeline.steps.corrections import complete_versions, plan_corrections
+from billing_pipeline.stores.postgres import transaction
+from parasut_fixture import reset as reset_turkish, seed_turkish_drafts
+from stripe_fixture import reset as reset_global, seed_global_drafts
+from stripe_server import StripeServer
+from test_parasut_sink import FAST as FAST_POLLS, OCTOBER, CrashingTransport, client, parasut
+from test_stripe_sink import CrashingClient, SimulatedCrash, gateway
+from test_parasut_sink import SimulatedCrash as ParasutCrash
+
+D = Decimal
+
+
+def new_version(conn: psycopg.Connection, v1: str, amounts: dict[int, tuple[str, str]]) -> str:
+    """v2 of an issued invoice with some lines' (amount, KDV) changed, as invoice_drafts would write it."""
+    v2 = v1.replace(":v1", ":v2")
+    conn.execute("""INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
+                        currency, subtotal, tax_rate, tax, credits_applied, total, contract_doc_sha256, issue_date,
+                        source_currency, fx_rate)
+                    SELECT %s, contract_id, org_id, period_start, period_end, 2, 'DRAFT', currency, subtotal, tax_rate,
+                           tax, credits_applied, total, contract_doc_sha256, issue_date, source_currency, fx_rate
+                    FROM invoices WHERE invoice_id = %s""", (v2, v1))
+    conn.execute("""INSERT INTO invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price, amount,
+                        currency, vat_rate, vat_amount)
+                    SELECT %s, line_no, charge_id, description, quantity, unit_price, amount, currency, vat_rate,
+                           vat_amount FROM invoice_lines WHERE invoice_id = %s""", (v2, v1))
+    for line_no, (amount, vat) in amounts.items():
+        conn.execute("UPDATE invoice_lines SET amount = %s, vat_amount = %s WHERE invoice_id = %s AND line_no = %s",
+                     (D(amount), D(vat), v2, line_no))
+    conn.execute("""UPDATE invoices i SET subtotal = s.amount, tax = s.vat, total = s.amount + s.vat - credits_applied
+                    FROM (SELECT sum(amount) AS amount, sum(coalesce(vat_amount, 0)) AS vat FROM invoice_lines
+                          WHERE invoice_id = %s) s WHERE i.invoice_id = %s""", (v2, v2))
+    return v2
+
+
+def rows(url: str, sql: str, *params) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _stripe_corrections(url, gw) -> None:
+    plan_corrections(url, OCTOBER)
+    stripe_issuing.issue_month(url, gw, OCTOBER, concurrency=1, kinds=("SUPPLEMENTARY",))
+    issue_credit_notes(url, gw, OCTOBER)
+    complete_versions(url, OCTOBER)
+
+
+def _issued_month_with_a_new_version(url: str, server) -> int:
+    with transaction(url) as conn:
+        reset_global(conn)
+        seed_global_drafts(conn)
+    stripe_issuing.issue_month(url, gateway(server), OCTOBER, concurrency=1)
+    with transaction(url) as conn:
+        new_version(conn, "CTR-A:2026-10:v1", {1: ("0.15", "0"), 2: ("0.02", "0")})
+        return conn.execute("SELECT max(entry_id) FROM ledger").fetchone()[0]
+
+
+def _check_stripe_once(url: str, server, mark: int) -> None:
+    fake = server.stripe
+    [supplementary] = fake.invoices_for("CTR-A:2026-10:v2:supplementary")
+    assert (supplementary["status"], supplementary["subtotal"]) == ("open", 4)
+    [note] = fake.state.credit_notes.values()
+    original = fake.invoices_for("CTR-A:2026-10:v1")[0]
+    assert (note["invoice"], note["total"], [x["amount"] for x in note["lines"]["data"]]) == (original["id"], 3, [3])
+    assert original["amount_due"] == 13
+    assert rows(url, "SELECT invoice_id, status, total::text FROM invoices WHERE invoice_id LIKE 'CTR-A%%' ORDER BY 1") == [
+        ("CTR-A:2026-10:v1", "ISSUED", "0.1600"), ("CTR-A:2026-10:v2", "CORRECTED", "0.1700"),
+        ("CTR-A:2026-10:v2:credit-note", "ISSUED", "-0.0300"), ("CTR-A:2026-10:v2:supplementary", "ISSUED", "0.0400")]
+    assert rows(url, "SELECT event, count(DISTINCT tx_id) FROM ledger WHERE entry_id > %s GROUP BY 1 ORDER BY 1",
+                mark) == [("CREDIT_NOTE", 1), ("SUPPLEMENTARY_ISSUED", 1)]
+
+
+def _clean_stripe_calls(url: str) -> int:
+    with StripeServer() as server:
+        _issued_month_with_a_new_version(url, server)
+        before = len(server.stripe.requests)
+        _stripe_corrections(url, gateway(server))
+        return len(server.stripe.requests) - before
+
+
+@pytest.mark.parametrize("forget_keys", [False, True], ids=["keys kept", "keys expired (24 h)"])
+def test_stripe_corrections_survive_a_crash_at_every_call(db_url, forget_keys):
+    calls = _clean_stripe_calls(db_url)
+    assert calls == 8  # supplementary: create, item, read, finalize; credit note: lines, invoice, preview, create
+    for crash_at in range(1, calls + 1):
+        for when in ("before", "after"):
+            with StripeServer() as server:
+                mark = _issued_month_with_a_new_version(db_url, server)
+                with pytest.raises(SimulatedCrash):
+                    _stripe_corrections(db_url, gateway(server, CrashingClient(crash_at, when)))
+                if forget_keys:
+                    server.stripe.forget_idempotency_keys()
+                _stripe_corrections(db_url, gateway(server))
+                _check_stripe_once(db_url, server, mark)
+
+
+def _parasut_corrections(url, c, storage) -> None:
+    plan_corrections(url, OCTOBER)
+    parasut_issuing.issue_month(url, c, OCTOBER, storage=storage, polls=FAST_POLLS, workers=1, kinds=("SUPPLEMENTARY",))
+    issue_refunds(url, c, OCTOBER)
+    complete_versions(url, OCTOBER)
+
+
+def _issued_turkish_month_with_a_new_version(url: str, server, storage) -> int:
+    with transaction(url) as conn:
+        reset_turkish(conn)
+        seed_turkish_drafts(conn)
+    parasut_issuing.issue_month(url, client(server, url), OCTOBER, storage=storage, polls=FAST_POLLS, workers=1)
+    with transaction(url) as conn:
+        new_version(conn, "CTR-P:2026-10:v1", {1: ("1.70", "0.34"), 2: ("3.85", "0.77")})
+        return conn.execute("SELECT max(entry_id) FROM ledger").fetchone()[0]
+
+
+def _check_parasut_once(url: str, server, mark: int) -> None:
+    fake = server.parasut
+    assert len(fake.sales_invoices_for("10000000146")) == 2 and fake.rejected == []
+    supplementary = [s for s in fake.sales_invoices_for("10000000146")
+                     if "Ref: CTR-P:2026-10:v2:supplementary" in s["attributes"]["description"]]
+    assert [(s["attributes"]["gross_total"], s["attributes"]["total_vat"]) for s in supplementary] == [
+        (D("0.05"), D("0.01"))]
+    [refund] = fake.state.purchase_bills.values()
+    assert (refund["attributes"]["gross_total"], refund["attributes"]["total_vat"]) == (D("0.03"), D("0.01"))
+    assert rows(url, """SELECT invoice_id, status, total::text, external_total::text FROM invoices
+                        WHERE invoice_id LIKE 'CTR-P%%' ORDER BY 1""") == [
+        ("CTR-P:2026-10:v1", "ISSUED", "6.6400", "6.6400"), ("CTR-P:2026-10:v2", "CORRECTED", "6.6600", None),
+        ("CTR-P:2026-10:v2:credit-note", "ISSUED", "-0.0400", "-0.0400"),
+        ("CTR-P:2026-10:v2:supplementary", "ISSUED", "0.0600", "0.0600")]
+    assert rows(url, "SELECT event, count(DISTINCT tx_id) FROM ledger WHERE entry_id > %s GROUP BY 1 ORDER BY 1",
+                mark) == [("CREDIT_NOTE", 1), ("SUPPLEMENTARY_ISSUED", 1)]
+
+
+def test_parasut_corrections_survive_a_crash_at_every_request(db_url, s3_endpoint):
+    from billing_pipeline.stores.audit_bucket import AuditBucket
+
+    storage = AuditBucket("invoices-test", s3_endpoint)
+    storage.create()
+    with parasut() as server:
+        mark = _issued_turkish_month_with_a_new_version(db_url, server, storage)
+        before = len(server.parasut.requests)
+        _parasut_corrections(db_url, client(server, db_url), storage)
+        calls = len(server.parasut.requests) - before
+        _check_parasut_once(db_url, server, mark)
+    # token; supplementary: sales invoice, inbox, e-archive, job x2, invoice, PDF x2, file; refund: bill, read
+    assert calls == 12
+    for crash_at in range(1, calls + 1):
+        for when in ("before", "after"):
+            with parasut() as server:
+                mark = _issued_turkish_month_with_a_new_version(db_url, server, storage)
+                with pytest.raises(ParasutCrash):
+                    _parasut_corrections(db_url, client(server, db_url, CrashingTransport(crash_at, when)), storage)
+                _parasut_corrections(db_url, client(server, db_url), storage)
+                _check_parasut_once(db_url, server, mark)
