@@ -10,7 +10,7 @@ from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_corrections import invoice_corrections
 from .assets.invoice_drafts import invoice_drafts
 from .assets.ledger import ledger, ledger_balanced_and_chained
-from .assets.parasut_invoices import parasut_invoices
+from .assets.parasut_invoices import parasut_invoices, parasut_invoices_unchanged
 from .assets.rated_charges import contracts, rated_charges
 from .assets.stripe_invoices import stripe_invoices, stripe_invoices_unchanged
 from .assets.usage_rollups import no_late_raw_rows, requests_raw, usage_rollups
@@ -26,7 +26,7 @@ from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE
 
 ASSETS = [requests_raw, contracts, usage_rollups, fx_snapshot, rated_charges, invoice_drafts, audit_snapshot,
           stripe_invoices, parasut_invoices, invoice_corrections, ledger]
-ASSET_CHECKS = [ledger_balanced_and_chained, no_late_raw_rows, stripe_invoices_unchanged]
+ASSET_CHECKS = [ledger_balanced_and_chained, no_late_raw_rows, stripe_invoices_unchanged, parasut_invoices_unchanged]
 
 
 def _secret(name: str) -> dg.EnvVar | None:

@@ -8,6 +8,7 @@ refund bill of 0.03 + KDV 0.01 (each document's KDV on its own lines).
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import psycopg
@@ -18,6 +19,7 @@ from billing_pipeline.sinks.parasut.refunds import issue_refunds
 from billing_pipeline.sinks.stripe import issuing as stripe_issuing
 from billing_pipeline.sinks.stripe.credit_notes import issue_credit_notes
 from billing_pipeline.steps.corrections import complete_versions, plan_corrections
+from billing_pipeline.steps.reconciliation import parasut_live_totals
 from billing_pipeline.stores.postgres import transaction
 from parasut_fixture import reset as reset_turkish, seed_turkish_drafts
 from stripe_fixture import reset as reset_global, seed_global_drafts
@@ -158,6 +160,18 @@ def test_parasut_corrections_survive_a_crash_at_every_request(db_url, s3_endpoin
         _parasut_corrections(db_url, client(server, db_url), storage)
         calls = len(server.parasut.requests) - before
         _check_parasut_once(db_url, server, mark)
+        # the daily re-fetch: all four documents as issued, then two edited in Parasut's UI
+        live = parasut_live_totals(db_url, client(server, db_url), date(2026, 10, 1))
+        assert live.passed and live.counts == {"compared": 4, "differing": 0}
+        refund = next(iter(server.parasut.state.purchase_bills.values()))
+        refund["attributes"]["net_total"] = D("2.40")
+        [original] = [s for s in server.parasut.sales_invoices_for("1234567890")]
+        original["attributes"]["item_type"] = "cancelled"
+        live = parasut_live_totals(db_url, client(server, db_url), date(2026, 10, 1))
+        assert [(r[0], r[2], r[3], r[4]) for r in live.rows] == [
+            ("CTR-B:2026-10:v1", "25000.0000/5000.0000/30000.0000", "25000.0/5000.0/30000.0 cancelled/archived",
+             D("0E-4")),
+            ("CTR-P:2026-10:v2:credit-note", "-0.0300/-0.0100/-0.0400", "-0.03/-0.01/-2.4", D("-2.3600"))]
     # token; supplementary: sales invoice, inbox, e-archive, job x2, invoice, PDF x2, file; refund: bill, read
     assert calls == 12
     for crash_at in range(1, calls + 1):

@@ -150,6 +150,7 @@ def test_a_turkish_contract_rated_in_dollars_is_invoiced_in_lira_line_by_line(oc
     assert lines == [("0.0500", "USD", "1.7300", vat[0], "TRY"), ("0.1100", "USD", "3.8000", vat[1], "TRY")]
     assert snapshot[:3] == ("OK", "34.5678000000", OCT_30) and not snapshot[4]
     assert stored == 2  # the bulletin and the ECB file, byte for byte
+    assert _latest_check(instance, "fx_fresh") is True  # 30 October for an issue on 1 November: 2 days
 
 
 def _close_with(october, chdb_path, instance, fx, tr_contract="CTR-A"):
@@ -196,6 +197,7 @@ def test_with_no_source_answering_the_last_known_rate_is_used_and_marked_estimat
     # 0.05 x 33.9 = 1.695 -> 1.70; 0.11 x 33.9 = 3.729 -> 3.73
     assert row == ("TRY", "33.9000000000", "TCMB_LAST_KNOWN:2026-09-30:USD", True, "5.4300")
     assert _latest_check(instance, "fx_not_estimated") is False and _latest_check(instance, "fx_rates_present") is True
+    assert _latest_check(instance, "fx_fresh") is False  # a 30 September bulletin for 1 November: 32 days old
 
 
 def test_the_bulletin_of_today_in_istanbul_is_read_from_today_xml(fx):

@@ -13,7 +13,7 @@ from billing_pipeline.sensors.check_alerts import check_alerts
 from billing_pipeline.steps.alerts import SIGNATURE_HEADER, verify_signature
 from billing_pipeline.close import close_month
 from billing_pipeline.steps.reconciliation import (late_raw_rows, lira_lines_match_rate, renewal_notices,
-                                                   rollups_match_clickhouse, stuck_outbox)
+                                                   rollups_match_clickhouse, rollups_rated_once, stuck_outbox)
 from billing_pipeline.stores.postgres import transaction
 from loopback import LoopbackServer
 from parasut_fixture import seed_turkish_drafts
@@ -137,3 +137,24 @@ def test_rollups_against_clickhouse_and_late_rows(october, usage_store, billing_
     assert finding.counts == {"days_checked": 32, "late_rows": 3}  # the last 35 days: 1 Oct .. 1 Nov
     assert [(r[0], r[3]) for r in finding.rows] == [(date(2026, 10, 1), 1), (date(2026, 10, 2), 1),
                                                     (date(2026, 10, 3), 1)]
+
+
+def test_every_rollup_row_is_rated_once_or_counted_as_unrated(october, billing_defs, instance):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    with transaction(october) as conn:
+        finding = rollups_rated_once(conn, OCTOBER)
+        # 31 days of org_d, 5 Oct (org_a eth), 10 + 31 Oct (org_a bsc; b5 is September's), 3 Oct (org_b),
+        # 20 Oct x2 (org_c eth, base), 7 Oct (org_x, unrated): 38 rows, 31 + 7 + 3 + 2 + 13 + 4 = 60 requests
+        assert finding.passed and finding.counts == {"rollup_rows": 38, "requests": 60, "problems": 0}
+        # a contract for org_x signed after the month was rated: its rows are neither rated nor unrated now
+        conn.execute("INSERT INTO customers (org_id, legal_name, country) VALUES ('org_x', 'Xeno Labs', 'US')")
+        conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)
+                        VALUES ('CTR-X', 'org_x', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-01-01')""")
+        # and a second contract for org_d, overlapping CTR-D from 31 October
+        conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)
+                        VALUES ('CTR-D2', 'org_d', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-10-31')""")
+        finding = rollups_rated_once(conn, OCTOBER)
+    assert not finding.passed and finding.rows == [
+        (None, "org_x", "eth-mainnet", "requests no contract covers vs unrated_usage", 0, 4),
+        (date(2026, 10, 7), "org_x", "eth-mainnet", "contract CTR-X has no rated charges", 4, 0),
+        (date(2026, 10, 31), "org_d", "polygon-mainnet", "covered by 2 contracts", 1, 2)]

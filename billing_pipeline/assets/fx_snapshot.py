@@ -12,6 +12,9 @@ from .reporting import failures_as_messages, markdown_table
 RATES_PRESENT = "fx_rates_present"
 NOT_ESTIMATED = "fx_not_estimated"
 CROSS_CHECK = "fx_agrees_with_ecb"
+FRESH = "fx_fresh"
+# A weekend plus a two-day holiday; longer (Kurban Bayrami, an outage) deserves a look before issuing.
+MAX_BULLETIN_AGE_DAYS = 5
 
 
 @dg.asset(
@@ -30,6 +33,9 @@ CROSS_CHECK = "fx_agrees_with_ecb"
                           description="No rate is an estimate (the last known rate reused because no source answered)."),
         dg.AssetCheckSpec(CROSS_CHECK, asset="fx_snapshot",
                           description="TCMB's rate is within the configured share of ECB's cross rate."),
+        dg.AssetCheckSpec(FRESH, asset="fx_snapshot",
+                          description=f"Every rate comes from a bulletin at most {MAX_BULLETIN_AGE_DAYS} days before "
+                                      "the issue date (a longer gap: a holiday to confirm, or an outage)."),
     ],
 )
 def fx_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
@@ -48,6 +54,8 @@ def fx_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
     failed = [o for o in result.outcomes if o.snapshot is None]
     estimated = [s for s in ok if s.estimated]
     flagged = [s for s in ok if s.cross_check.flagged]
+    ages = [(s.currency, s.bulletin_date, (result.issue_date - s.bulletin_date).days) for s in ok]
+    stale = [a for a in ages if a[2] > MAX_BULLETIN_AGE_DAYS]
     table = markdown_table(
         ["currency", "TRY per unit", "source", "bulletin", "estimated", "ECB cross rate", "divergence", "sha256"],
         [(s.currency, s.rate, s.source, s.bulletin_date, s.estimated, s.cross_check.ecb_rate or "n/a",
@@ -72,4 +80,7 @@ def fx_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
                             metadata={"limit": fx_sources.max_divergence,
                                       "flagged": ", ".join(f"{s.currency}: {s.cross_check.divergence}"
                                                            for s in flagged) or "none"}),
+        dg.AssetCheckResult(check_name=FRESH, passed=not stale, severity=dg.AssetCheckSeverity.WARN,
+                            metadata={"max_age_days": MAX_BULLETIN_AGE_DAYS, "stale": len(stale),
+                                      "bulletins": markdown_table(["currency", "bulletin", "days before issue"], ages)}),
     ])

@@ -1,6 +1,7 @@
 """parasut_invoices: the month's Turkish invoices issued as e-Fatura or e-Arsiv (or, dry run, recorded)."""
 
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -9,6 +10,7 @@ from ..resources import BillingDatabase
 from ..resources.audit_storage import AuditStorageResource
 from ..resources.parasut import ParasutResource
 from ..sinks.parasut.issuing import PollPolicy, issue_month
+from ..steps.reconciliation import parasut_live_totals
 from ..stores.postgres import connect
 from .conditions import issue_once
 from .invoice_drafts import invoice_drafts
@@ -96,3 +98,23 @@ def parasut_invoices(context: dg.AssetExecutionContext, billing_db: BillingDatab
                                 differing[:50])}),
         outbox_check(db_url, "PARASUT"),
     ])
+
+
+@dg.asset_check(asset=parasut_invoices, description="Every Parasut document issued in the last two months, fetched "
+                                                    "again: net, KDV and total still ours, not cancelled or archived "
+                                                    "(an edit in Parasut's UI turns it red). Daily at 04:30 UTC.",
+                automation_condition=dg.AutomationCondition.cron_tick_passed("30 4 * * *", "UTC"))
+def parasut_invoices_unchanged(billing_db: BillingDatabase, parasut: ParasutResource) -> dg.AssetCheckResult:
+    client = parasut.client(billing_db.get_url())
+    if client is None:
+        return dg.AssetCheckResult(passed=True, metadata={"mode": "dry run: nothing was issued in Parasut"})
+    today = datetime.now(timezone.utc).date()
+    since = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    try:
+        finding = parasut_live_totals(billing_db.get_url(), client, since)
+    finally:
+        client.close()
+    return dg.AssetCheckResult(passed=finding.passed, severity=dg.AssetCheckSeverity.ERROR, metadata={
+        **finding.counts, "since": since.isoformat(), "differences": markdown_table(
+            ["invoice", "Parasut document", "ours (net/KDV/total)", "Parasut now", "total difference"],
+            finding.rows[:50])})

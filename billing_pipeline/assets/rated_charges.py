@@ -7,7 +7,7 @@ import dagster as dg
 from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..steps.rating import rate_month
-from ..steps.reconciliation import renewal_notices
+from ..steps.reconciliation import renewal_notices, rollups_rated_once
 from ..stores.postgres import connect
 from .partitions import monthly_partitions
 from .reporting import failures_as_messages, markdown_table, money_text
@@ -32,6 +32,9 @@ contracts = dg.AssetSpec(
     check_specs=[
         dg.AssetCheckSpec("all_usage_rated", asset="rated_charges",
                           description="Every request of the month is covered by a contract."),
+        dg.AssetCheckSpec("rollups_rated_once", asset="rated_charges", blocking=True,
+                          description="Every usage_rollups row of the month is rated by exactly one contract, or "
+                                      "covered by none and counted in unrated_usage; none is counted twice."),
         dg.AssetCheckSpec("usage_within_soft_caps", asset="rated_charges",
                           description="No contract crossed a soft usage cap (a warning to the account team)."),
         dg.AssetCheckSpec("usage_within_hard_caps", asset="rated_charges",
@@ -60,6 +63,7 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
           for level, severity in (("SOFT", dg.AssetCheckSeverity.WARN), ("HARD", dg.AssetCheckSeverity.ERROR))
           for alerts in [[a for a in summary.alerts if a.level == level]]),
         _renewal_check(billing_db.get_url(), period),
+        _rated_once_check(billing_db.get_url(), period),
     ]
     return dg.MaterializeResult(check_results=checks, metadata={
         "dagster/row_count": len(summary.charges),
@@ -85,6 +89,14 @@ def _renewal_check(db_url: str, period: Period) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(check_name="renewal_notices", passed=finding.passed, severity=dg.AssetCheckSeverity.WARN,
                                metadata={**finding.counts, "contracts": markdown_table(
                                    ["contract", "org", "ends", "days left"], finding.rows)})
+
+
+def _rated_once_check(db_url: str, period: Period) -> dg.AssetCheckResult:
+    with connect(db_url) as conn:
+        finding = rollups_rated_once(conn, period)
+    return dg.AssetCheckResult(check_name="rollups_rated_once", passed=finding.passed,
+                               severity=dg.AssetCheckSeverity.ERROR, metadata={**finding.counts, "problems": markdown_table(
+                                   ["day", "org", "chain", "problem", "rollup requests", "accounted"], finding.rows[:50])})
 
 
 def _shown(value: Decimal) -> Decimal:

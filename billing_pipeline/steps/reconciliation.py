@@ -151,6 +151,40 @@ def corrections_add_up(conn: psycopg.Connection, period: Period) -> Finding:
     return Finding(not rows, rows, {"corrected_invoices": checked, "differing_lines": len(rows)})
 
 
+def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
+    """Each rollup row of the month's UTC days: covered by exactly one contract in force that was
+    rated, or by none and then counted in unrated_usage; never by two. Rows name what is wrong:
+    (day, org, chain, problem, rollup requests, accounted requests)."""
+    from .rating import _CONTRACT_DAYS  # the rating's own coverage rule, so both read coverage alike
+
+    params = {"start": period.start, "end": period.end}
+    rows = conn.execute(
+        f"""WITH cover AS (
+                SELECT r.day, r.org_id, r.chain, r.requests, count(c.contract_id) AS contracts,
+                       min(c.contract_id) AS contract_id
+                FROM usage_rollups r LEFT JOIN contracts_in_force c ON c.org_id = r.org_id AND {_CONTRACT_DAYS}
+                WHERE r.day >= %(start)s AND r.day < %(end)s
+                GROUP BY r.day, r.org_id, r.project_id, r.chain, r.requests)
+            SELECT day, org_id, chain, format('covered by %%s contracts', contracts), requests, requests * contracts
+                FROM cover WHERE contracts > 1
+            UNION ALL
+            SELECT day, org_id, chain, format('contract %%s has no rated charges', contract_id), requests, 0
+                FROM cover v WHERE contracts = 1 AND NOT EXISTS (
+                    SELECT 1 FROM rated_charges rc WHERE rc.period_start = %(start)s AND rc.contract_id = v.contract_id)
+            UNION ALL
+            SELECT NULL, coalesce(a.org_id, b.org_id), coalesce(a.chain, b.chain),
+                   'requests no contract covers vs unrated_usage', coalesce(a.requests, 0), coalesce(b.requests, 0)
+                FROM (SELECT org_id, chain, sum(requests) AS requests FROM cover WHERE contracts = 0 GROUP BY 1, 2) a
+                FULL JOIN (SELECT org_id, chain, sum(requests) AS requests FROM unrated_usage
+                           WHERE period_start = %(start)s GROUP BY 1, 2) b ON a.org_id = b.org_id AND a.chain = b.chain
+                WHERE coalesce(a.requests, 0) <> coalesce(b.requests, 0)
+            ORDER BY 1 NULLS FIRST, 2, 3""", params).fetchall()
+    counted = conn.execute(
+        """SELECT count(*), coalesce(sum(requests), 0) FROM usage_rollups WHERE day >= %(start)s AND day < %(end)s""",
+        params).fetchone()
+    return Finding(not rows, rows, {"rollup_rows": counted[0], "requests": int(counted[1]), "problems": len(rows)})
+
+
 def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
     """Each Stripe invoice we issued since ``since``, fetched again now: its status and figures
     against ours (catches a void or an edit made in the Dashboard after issuance)."""
@@ -167,4 +201,27 @@ def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
         if theirs != Decimal(subtotal) or obj["status"] not in allowed:
             rows.append((invoice_id, stripe_id, f"{subtotal} {status}", f"{theirs} {obj['status']}",
                          theirs - Decimal(subtotal)))
+    return Finding(not rows, rows, {"compared": len(issued), "differing": len(rows)})
+
+
+def parasut_live_totals(db_url: str, client, since: date) -> Finding:
+    """Each Parasut document we issued since ``since``, fetched again now: its net, KDV and total
+    against ours (a credit note's refund bill with the signs turned), and not cancelled or archived."""
+    with connect(db_url) as conn:
+        issued = conn.execute(
+            """SELECT invoice_id, kind, external_id, subtotal, tax, total FROM invoices
+               WHERE sink = 'PARASUT' AND external_id IS NOT NULL AND status IN ('ISSUED', 'PAID')
+                 AND period_start >= %s ORDER BY invoice_id""", (since,)).fetchall()
+    rows = []
+    for invoice_id, kind, external_id, subtotal, tax, total in issued:
+        path = f"/purchase_bills/{external_id}" if kind == "CREDIT_NOTE" else f"/sales_invoices/{external_id}"
+        attributes = client.request("GET", path)["data"]["attributes"]
+        sign = -1 if kind == "CREDIT_NOTE" else 1
+        ours = tuple(Decimal(v) for v in (subtotal, tax, total))
+        theirs = tuple(sign * Decimal(str(attributes.get(k) or 0)) for k in ("gross_total", "total_vat", "net_total"))
+        gone = attributes.get("item_type") == "cancelled" or attributes.get("archived")
+        if ours != theirs or gone:
+            rows.append((invoice_id, path, "/".join(f"{v:f}" for v in ours),
+                         "/".join(f"{v:f}" for v in theirs) + (" cancelled/archived" if gone else ""),
+                         theirs[2] - ours[2]))
     return Finding(not rows, rows, {"compared": len(issued), "differing": len(rows)})
