@@ -32,6 +32,20 @@ def test_definitions_load_with_lineage():
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
+def test_a_backfill_of_days_with_downstream_reaches_the_corrections_then_the_snapshot():
+    """The dispute backfill from the UI: disputed usage_rollups days "and downstream" must take in
+    the month's rating, drafts, sinks, corrections and snapshot, corrections before the snapshot."""
+    graph = defs.resolve_asset_graph()
+    downstream = dg.AssetSelection.assets("usage_rollups").downstream().resolve(graph)
+    assert {k.to_user_string() for k in downstream} == {
+        "usage_rollups", "rated_charges", "invoice_drafts", "stripe_invoices", "parasut_invoices",
+        "invoice_corrections", "audit_snapshot", "ledger"}  # ledger: an AssetSpec the sinks append to
+    order = [k.to_user_string() for level in graph.toposorted_asset_keys_by_level for k in level]
+    assert order.index("stripe_invoices") < order.index("invoice_corrections") < order.index("audit_snapshot")
+    mapped = graph.get_children_partitions(dg.AssetKey("usage_rollups"), "2026-10-05")
+    assert {(p.asset_key.to_user_string(), p.partition_key) for p in mapped} == {("rated_charges", "2026-10-01")}
+
+
 def test_workspace_points_at_the_definitions_module():
     with open("workspace.yaml") as f:
         workspace = yaml.safe_load(f)

@@ -101,7 +101,8 @@ def _check_ui_shows_runs(tmp_path, run_ids: set[str]) -> None:
         data = _graphql(port, "{ assetNodes { assetKey { path } } runsOrError { ... on Runs { results { runId status } } } }")
         assert {tuple(n["assetKey"]["path"]) for n in data["assetNodes"]} == {
             ("requests_raw",), ("contracts",), ("usage_rollups",), ("rated_charges",), ("invoice_drafts",),
-            ("audit_snapshot",), ("stripe_invoices",), ("fx_snapshot",), ("parasut_invoices",), ("ledger",)}
+            ("audit_snapshot",), ("stripe_invoices",), ("fx_snapshot",), ("parasut_invoices",), ("invoice_corrections",),
+            ("ledger",)}
         assert {r["runId"] for r in data["runsOrError"]["results"] if r["status"] == "SUCCESS"} == run_ids
     finally:
         os.killpg(ui.pid, signal.SIGTERM)

@@ -46,7 +46,8 @@ def test_the_fixed_turkish_contract_becomes_an_e_fatura_after_its_tax_number_is_
         meta, checks = run()
         assert {name: c.passed for name, c in checks.items()} == {"all_turkish_invoices_issued": True,
                                                                   "parasut_totals_match": True,
-                                                                  "outbox_not_stuck": True}
+                                                                  "outbox_not_stuck": True,
+                                                                  "parasut_invoices_unchanged": True}
         assert (meta["issued"].value, meta["e_fatura"].value, meta["pdfs_stored"].value) == (1, 1, 1)
         beta = server.parasut.sales_invoices_for("1234567890")
         assert [(d["description"], d["unit_price"]) for d in beta[0]["details"]] == [

@@ -79,6 +79,7 @@ def _month_upstream(instance, days) -> None:
     _materialized(instance, "fx_snapshot", "2026-10-01")
     _check(instance, passed=True, asset="fx_snapshot", check="fx_rates_present")
     _materialized(instance, "rated_charges", "2026-10-01")
+    _check(instance, passed=True, asset="rated_charges", check="rollups_rated_once")
     _materialized(instance, "invoice_drafts", "2026-10-01")
     _check(instance, passed=True, check="lira_lines_match_rate")
 

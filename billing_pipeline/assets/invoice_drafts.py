@@ -33,7 +33,8 @@ from .reporting import failures_as_messages, markdown_table, money_text
 )
 def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
     """DRAFT invoices (subtotal, tax, total, lines rounded once to the minor unit). Re-running
-    replaces drafts only; an issued invoice is never touched and a new draft takes the next version."""
+    replaces drafts only; an issued invoice is never touched: a contract whose lines changed since
+    it was issued gets a new version (for invoice_corrections), one whose lines did not gets none."""
     period = Period.parse_month(context.partition_key)
     with failures_as_messages():
         drafted = draft_month(billing_db.get_url(), period, run_id=context.run.run_id)
@@ -55,6 +56,11 @@ def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabas
         "dagster/row_count": len(drafted),
         "invoice_lines": sum(len(i.draft.lines) for i in drafted),
         "total": money_text(dict(totals)),
+        # after a dispute backfill: new versions of issued invoices, for invoice_corrections to issue
+        "new_versions_of_issued_invoices": markdown_table(
+            ["invoice", "subtotal", "tax", "total", "currency"],
+            [(i.invoice_id, i.draft.subtotal, i.draft.tax, i.draft.total, i.draft.currency)
+             for i in drafted if i.version > 1][:50]),
         "largest_invoices": markdown_table(
             ["invoice", "org", "lines", "subtotal", "tax", "total", "currency"],
             [(i.invoice_id, i.draft.org_id, len(i.draft.lines), i.draft.subtotal, i.draft.tax, i.draft.total,

@@ -5,7 +5,7 @@ with latest as (
     from (
         select invoice_id, rank() over (partition by contract_id, period_start order by version desc) as rnk
         from {{ source('billing', 'invoices') }}
-        where status <> 'VOID'
+        where status <> 'VOID' and kind = 'INVOICE'  -- a version, not its correction documents
     ) v
     where rnk = 1
 )
