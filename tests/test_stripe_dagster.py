@@ -68,14 +68,22 @@ def _materialized(instance, key: str, *partitions: str) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
 
 
-def _check(instance, passed: bool, asset: str = "invoice_drafts", check: str = "drafts_add_up") -> None:
+def _check(instance, passed: bool, asset: str = "invoice_drafts", check: str = "drafts_add_up",
+           partition: str = "2026-10-01") -> None:
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(asset), check_name=check, passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR, metadata={}, partition="2026-10-01"))
+        severity=dg.AssetCheckSeverity.ERROR, metadata={}, partition=partition))
+
+
+def _rolled_up(instance, *days: str) -> None:
+    """Days of usage_rollups materialized with their blocking check passed."""
+    _materialized(instance, "usage_rollups", *days)
+    for day in days:
+        _check(instance, passed=True, asset="usage_rollups", check="rollups_match_clickhouse", partition=day)
 
 
 def _month_upstream(instance, days) -> None:
-    _materialized(instance, "usage_rollups", *days)
+    _rolled_up(instance, *days)
     _materialized(instance, "fx_snapshot", "2026-10-01")
     _check(instance, passed=True, asset="fx_snapshot", check="fx_rates_present")
     _materialized(instance, "rated_charges", "2026-10-01")
@@ -95,7 +103,7 @@ def test_a_missing_day_holds_the_sink(billing_defs, instance):
     _check(instance, passed=True)
     held = evaluate(billing_defs, instance, cursor)
     assert held.total_requested == 0
-    _materialized(instance, "usage_rollups", "2026-10-17")
+    _rolled_up(instance, "2026-10-17")
     assert evaluate(billing_defs, instance, held.cursor).get_requested_partitions(SINK) == {"2026-10-01"}
 
 
@@ -103,6 +111,16 @@ def test_a_failed_blocking_check_on_the_drafts_holds_the_sink(billing_defs, inst
     cursor = evaluate(billing_defs, instance, at=OCT_20).cursor
     _month_upstream(instance, DAYS)
     _check(instance, passed=False)
+    assert evaluate(billing_defs, instance, cursor).total_requested == 0
+
+
+def test_a_day_whose_rollups_disagree_with_clickhouse_holds_the_sink(billing_defs, instance):
+    cursor = evaluate(billing_defs, instance, at=OCT_20).cursor
+    _month_upstream(instance, [d for d in DAYS if d != "2026-10-05"])
+    _materialized(instance, "usage_rollups", "2026-10-05")
+    _check(instance, passed=False, asset="usage_rollups", check="rollups_match_clickhouse", partition="2026-10-05")
+    _check(instance, passed=True)
+    # (the same events with the check passed request the month: a runless event per check and partition only)
     assert evaluate(billing_defs, instance, cursor).total_requested == 0
 
 

@@ -40,7 +40,8 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
     kinds={"clickhouse", "postgres"},
     check_specs=[dg.AssetCheckSpec("no_quarantined_rows", asset="usage_rollups",
                                    description="Every raw row has an org, a project and a known chain."),
-                 dg.AssetCheckSpec("rollups_match_clickhouse", asset="usage_rollups",
+                 # blocking: a rollup that disagrees with ClickHouse must not reach an invoice
+                 dg.AssetCheckSpec("rollups_match_clickhouse", asset="usage_rollups", blocking=True,
                                    description="Per day, the rollups' requests, successful requests and bytes out "
                                                "in PostgreSQL equal a direct ClickHouse aggregation.")],
 )
