@@ -63,3 +63,33 @@ def test_document_ids_and_ledger_links():
         L.document_issued("CREDIT_NOTE", "x:credit-note", "org", "USD", D("1.0000"), D(0), corrects="x")
     with pytest.raises(ValueError, match="must name the invoice it corrects"):
         L.document_issued("SUPPLEMENTARY", "x:supplementary", "org", "USD", D("1.0000"), D(0))
+
+
+def test_an_invoice_that_left_draft_cannot_be_edited_or_deleted(db_url):
+    import psycopg
+
+    from billing_pipeline.stores.postgres import transaction
+    from stripe_fixture import seed_global_drafts
+
+    with transaction(db_url) as conn:
+        seed_global_drafts(conn)
+        conn.execute("UPDATE invoices SET status = 'ISSUED', external_id = 'in_1' WHERE invoice_id = 'CTR-A:2026-10:v1'")
+    attempts = {
+        "total": "UPDATE invoices SET subtotal = 0.17, total = 0.17 WHERE invoice_id = 'CTR-A:2026-10:v1'",
+        "delete": "DELETE FROM invoices WHERE invoice_id = 'CTR-A:2026-10:v1'",
+        "line": "UPDATE invoice_lines SET amount = 0.12 WHERE invoice_id = 'CTR-A:2026-10:v1' AND line_no = 1",
+        "line delete": "DELETE FROM invoice_lines WHERE invoice_id = 'CTR-A:2026-10:v1'",
+        "line insert": "INSERT INTO invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price, "
+                       "amount, currency) VALUES ('CTR-A:2026-10:v1', 9, 'x', 'extra', 1, 1, 1, 'USD')",
+    }
+    for what, sql in attempts.items():
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="CTR-A:2026-10:v1") as error:
+            with transaction(db_url) as conn:
+                conn.execute(sql)
+        assert "frozen" in str(error.value) or "never deleted" in str(error.value), what
+    with transaction(db_url) as conn:  # what may move: status, provider fields; and drafts stay editable
+        conn.execute("UPDATE invoices SET status = 'PAID', external_status = 'paid', paid_at = now() "
+                     "WHERE invoice_id = 'CTR-A:2026-10:v1'")
+        conn.execute("UPDATE invoice_lines SET amount = 0.80 WHERE invoice_id = 'CTR-T:2026-10:v1'")
+        conn.execute("DELETE FROM invoices WHERE invoice_id = 'CTR-C:2026-10:v1'")
+        assert conn.execute("SELECT status FROM invoices WHERE invoice_id = 'CTR-A:2026-10:v1'").fetchone() == ("PAID",)
