@@ -32,6 +32,9 @@ def test_lines_that_went_down_and_up_become_two_documents():
     assert (supplementary.kind, [(x.charge_id, x.amount, x.quantity) for x in supplementary.lines]) == (
         SUPPLEMENTARY, [("usage", D("15.00"), D("150")), ("new", D("2.50"), D("1"))])
     assert (credit.subtotal, credit.total, supplementary.subtotal) == (D("-20.00"), D("-20.00"), D("17.50"))
+    assert [x.description for x in credit.lines + supplementary.lines] == [
+        "Correction: true-up line", "Correction: dropped line (removed)", "Correction: usage line",
+        "Correction: new line"]
 
 
 def test_kdv_is_computed_on_each_documents_own_lines():

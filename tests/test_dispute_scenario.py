@@ -201,3 +201,31 @@ def test_a_dispute_backfill_issues_exactly_the_differences(scenario, chdb_path, 
 def _checks(instance: dg.DagsterInstance, run_id: str) -> dict[str, bool]:
     logs = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     return {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed for e in logs}
+
+
+def test_a_dispute_without_credentials_records_the_documents_requests(scenario, chdb_path, usage_store, instance):
+    db_url, defs = scenario, product_defs(scenario, chdb_path)  # no Stripe key, no Parasut credentials
+    close_month(instance, OCTOBER, definitions=defs)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # as if issued by hand before the pipeline ran
+        conn.execute("UPDATE invoices SET status = 'ISSUED'")
+    usage_store.insert_arrow("requests_raw", _late_rows())
+    run_ids = dispute_month(instance, OCTOBER, [date(2026, 10, 5), date(2026, 10, 12)], definitions=defs)
+    assert [(d[0], d[2], d[7]) for d in _documents(db_url)] == [
+        ("CTR-A:2026-10:v2:supplementary", "DRAFT", "0.0300"), ("CTR-P:2026-10:v2:credit-note", "DRAFT", "-2.4000"),
+        ("CTR-V:2026-10:v2:credit-note", "DRAFT", "-0.1500")]
+    with psycopg.connect(db_url) as conn:
+        recorded = conn.execute("""SELECT invoice_id, payload->>'path', payload->'params'->'lines'
+                                   FROM sink_outbox WHERE status = 'DRY_RUN' AND invoice_id LIKE '%%:v2:%%'
+                                   AND payload->>'path' IN ('/v1/credit_notes', '/purchase_bills', '/v1/invoices')
+                                   ORDER BY 1""").fetchall()
+        versions = conn.execute("SELECT invoice_id, status FROM invoices WHERE version = 2 AND kind = 'INVOICE' "
+                                "ORDER BY 1").fetchall()
+    assert recorded == [
+        ("CTR-A:2026-10:v2:supplementary", "/v1/invoices", None),
+        ("CTR-P:2026-10:v2:credit-note", "/purchase_bills", None),
+        ("CTR-V:2026-10:v2:credit-note", "/v1/credit_notes",
+         [{"type": "custom_line_item", "quantity": "1", "unit_amount": "15", "description": "Correction: ETH Mainnet - 7 requests (invoiced as: ETH Mainnet - 5 requests)"}])]
+    # the versions wait for their documents; a live run later issues exactly these
+    assert versions == [("CTR-A:2026-10:v2", "CORRECTING"), ("CTR-B:2026-10:v2", "CORRECTED"),
+                        ("CTR-P:2026-10:v2", "CORRECTING"), ("CTR-V:2026-10:v2", "CORRECTING")]
+    assert _checks(instance, run_ids[-1])["all_corrections_issued"] is True

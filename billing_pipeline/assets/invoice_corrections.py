@@ -77,8 +77,8 @@ def invoice_corrections(context: dg.AssetExecutionContext, billing_db: BillingDa
     differing = [(d[0], d[4], d[10], d[10] - d[4]) for d in documents if d[10] is not None and d[10] != d[4]]
     with connect(db_url) as conn:
         finding = corrections_add_up(conn, period)
-    live = gateway is not None or client is not None
-    unsent = [(d[0], d[7]) for d in documents if d[7] not in ("ISSUED", "PAID")] if live else []
+    live = {"GLOBAL": gateway is not None, "TR": client is not None}  # a dry run leaves its documents DRAFT
+    unsent = [(d[0], d[7]) for d in documents if d[7] not in ("ISSUED", "PAID") and live.get(d[12])]
     return dg.MaterializeResult(metadata={
         "versions_planned": len(planned),
         "unchanged_versions": sum(1 for p in planned if not p.documents and not p.problem),

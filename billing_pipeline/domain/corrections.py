@@ -88,17 +88,25 @@ def line_differences(before: list[VersionLine], after: list[VersionLine], curren
         amount_before = b.amount if b else _zero_like(a.amount)
         if amount_after == amount_before:
             continue
-        ref = a or b
         source = None
         if (a and a.source_amount is not None) or (b and b.source_amount is not None):
             source = ((a.source_amount or 0) if a else 0) - ((b.source_amount or 0) if b else 0)
         changed.append(CorrectionLine(
-            0, charge_id, ref.description,
+            0, charge_id, _description(a, b),
             (a.quantity if a else 0) - (b.quantity if b else 0),
             amount_after - amount_before,
             round_money((amount_after - amount_before) * vat_rate, currency) if vat_rate else Decimal(0),
             amount_before, amount_after, source))
     return changed
+
+
+def _description(after: VersionLine | None, before: VersionLine | None) -> str:
+    """What the customer reads on the document: the line as it is now and as it was invoiced."""
+    if after is None:
+        return f"Correction: {before.description} (removed)"
+    if before is None or before.description == after.description:
+        return f"Correction: {after.description}"
+    return f"Correction: {after.description} (invoiced as: {before.description})"
 
 
 def corrections(before: list[VersionLine], after: list[VersionLine], currency: str,

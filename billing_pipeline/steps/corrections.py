@@ -132,7 +132,8 @@ def month_corrections(db_url: str, period: Period) -> list[tuple]:
     """Every correction document of the month, for the asset's table and the checks."""
     with connect(db_url) as conn:
         return conn.execute(
-            """SELECT invoice_id, kind, corrects_invoice_id, currency, subtotal, tax, total, status, sink,
-                      external_id, external_subtotal, sink_error
-               FROM invoices WHERE period_start = %s AND kind <> 'INVOICE' ORDER BY invoice_id""",
+            """SELECT i.invoice_id, i.kind, i.corrects_invoice_id, i.currency, i.subtotal, i.tax, i.total, i.status,
+                      i.sink, i.external_id, i.external_subtotal, i.sink_error, c.region
+               FROM invoices i JOIN contracts c USING (contract_id)
+               WHERE i.period_start = %s AND i.kind <> 'INVOICE' ORDER BY i.invoice_id""",
             (period.start,)).fetchall()
