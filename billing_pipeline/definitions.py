@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dagster_dbt import DbtCliResource
+
 from . import settings
+from .analytics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from .assets.analytics import analytics_monthly_marts, analytics_reference
 from .assets.audit_snapshot import audit_snapshot
 from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_corrections import invoice_corrections
@@ -25,7 +29,7 @@ from .sensors.stripe_events import stripe_payment_events
 from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE
 
 ASSETS = [requests_raw, contracts, usage_rollups, fx_snapshot, rated_charges, invoice_drafts, audit_snapshot,
-          stripe_invoices, parasut_invoices, invoice_corrections, ledger]
+          stripe_invoices, parasut_invoices, invoice_corrections, ledger, analytics_monthly_marts, analytics_reference]
 ASSET_CHECKS = [ledger_balanced_and_chained, no_late_raw_rows, stripe_invoices_unchanged, parasut_invoices_unchanged]
 
 
@@ -59,6 +63,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             client_secret=_secret(settings.PARASUT_CLIENT_SECRET_ENV), username=_secret(settings.PARASUT_USERNAME_ENV),
             password=_secret(settings.PARASUT_PASSWORD_ENV),
             dry_run=(settings.env(settings.PARASUT_DRY_RUN_ENV) or "0").lower() in ("1", "true", "yes")),
+        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE),
         "stripe": StripeResource(
             api_key=_secret(settings.STRIPE_API_KEY_ENV), api_base=settings.env(settings.STRIPE_API_BASE_ENV),
             max_ops_per_second=float(settings.env(settings.STRIPE_MAX_OPS_ENV) or 0) or None,

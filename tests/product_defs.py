@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster_dbt import DbtCliResource
 
+from billing_pipeline.analytics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 from billing_pipeline.definitions import ASSET_CHECKS, ASSETS
 from billing_pipeline.resources import BillingDatabase, ClickHouseResource, OpenMeterResource, StripeResource
 from billing_pipeline.resources.audit_storage import AuditStorageResource
@@ -23,6 +25,7 @@ def product_defs(db_url: str, chdb_path=None, **overrides) -> dg.Definitions:
         "stripe": StripeResource(),
         "parasut": ParasutResource(),
         "fx_sources": FxSourcesResource(tcmb_base_url=OFFLINE, ecb_base_url=OFFLINE),
+        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE),
         **overrides,
     }
     return dg.Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, resources=resources,

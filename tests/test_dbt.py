@@ -1,41 +1,98 @@
-"""The analysts' dbt project builds on the billing database and reports revenue per chain."""
+"""The analysts' marts: dbt on the billing database, run by Dagster one month at a time, its tests as
+asset checks, readable by the read-only analyst role and nothing else."""
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
-from pathlib import Path
-from urllib.parse import urlsplit
 
+import dagster as dg
 import psycopg
-from dbt.cli.main import dbtRunner
+import pytest
 
+from billing_pipeline.assets.analytics import analytics_monthly_marts, analytics_reference
 from billing_pipeline.close import close_month
 from billing_pipeline.domain.periods import Period
 
-DBT_DIR = Path(__file__).resolve().parent.parent / "dbt_models"
+D = Decimal
 
 
-def test_revenue_per_chain(october, billing_defs, instance, monkeypatch, tmp_path):
+def _build(defs, instance) -> dict[str, bool]:
+    """The reference models once, then October's marts; returns every dbt test's result."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    reference = job.execute_in_process(instance=instance, asset_selection=list(analytics_reference.keys))
+    monthly = job.execute_in_process(instance=instance, asset_selection=list(analytics_monthly_marts.keys),
+                                     partition_key="2026-10-01")
+    assert reference.success and monthly.success
+    checks = [*reference.get_asset_check_evaluations(), *monthly.get_asset_check_evaluations()]
+    return {f"{c.asset_key.to_user_string()}:{c.check_name}": c.passed for c in checks}
+
+
+@pytest.fixture
+def marts(october, billing_defs, instance):
     close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
-    url = urlsplit(october)
-    monkeypatch.setenv("BILLING_DBT_HOST", url.hostname or "127.0.0.1")
-    monkeypatch.setenv("BILLING_DBT_PORT", str(url.port or 5432))
-    monkeypatch.setenv("BILLING_DBT_USER", url.username or "postgres")
-    monkeypatch.setenv("BILLING_DBT_DBNAME", url.path.strip("/"))
-    result = dbtRunner().invoke(["build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
-                                 "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
-                                 "--quiet"])
-    assert result.success, result.exception
+    return _build(billing_defs, instance)
+
+
+def test_the_marts_build_for_a_month_and_every_dbt_test_passes(october, billing_defs, instance, marts):
+    assert len(marts) >= 30 and all(marts.values()), {k: v for k, v in marts.items() if not v}
+    assert marts["marts/revenue_per_chain:sums_to_documents_revenue_per_chain_is_issued__revenue_issued"] is True
+    assert marts["marts/revenue_per_chain:sums_to_documents_revenue_per_chain_is_current__revenue"] is True
     with psycopg.connect(october) as conn:
-        rows = conn.execute("""SELECT chain, currency, revenue, requests FROM analytics_marts.revenue_per_chain
-                               ORDER BY currency, chain""").fetchall()
-    assert rows == [
-        ("all chains", "EUR", Decimal("500.7500"), Decimal("0")),
-        ("base-mainnet", "EUR", Decimal("0.0000"), Decimal("5")),
-        ("eth-mainnet", "EUR", Decimal("0.0000"), Decimal("8")),
-        ("all chains", "TRY", Decimal("25000.0000"), Decimal("0")),
-        ("eth-mainnet", "TRY", Decimal("0.0000"), Decimal("2")),
-        ("bsc-mainnet", "USD", Decimal("0.0500"), Decimal("3")),
-        ("eth-mainnet", "USD", Decimal("0.1100"), Decimal("7")),
-        ("polygon-mainnet", "USD", Decimal("0.0300"), Decimal("31")),
-    ]
+        chains = conn.execute("""SELECT chain, currency, revenue, revenue_usd, revenue_issued, requests
+                                 FROM analytics_marts.revenue_per_chain ORDER BY currency, chain""").fetchall()
+        plans = conn.execute("""SELECT plan_id, currency, contracts, revenue, revenue_usd
+                                FROM analytics_marts.revenue_per_plan ORDER BY plan_id""").fetchall()
+        top = conn.execute("""SELECT usage_rank, org_id, requests FROM analytics_marts.top_customers_by_usage
+                              ORDER BY usage_rank, org_id""").fetchall()
+        margin = conn.execute("""SELECT chain, requests, revenue_usd, infra_cost_usd, margin_usd
+                                 FROM analytics_marts.margin_per_chain ORDER BY chain""").fetchall()
+    # October 2026 reporting rates (seed): EUR 1.1240 USD, TRY 1 / 44.65 USD
+    assert chains == [
+        ("all chains", "EUR", D("500.7500"), D("562.8430"), D(0), D(0)),
+        ("base-mainnet", "EUR", D("0.0000"), D("0.0000"), D(0), D(5)),
+        ("eth-mainnet", "EUR", D("0.0000"), D("0.0000"), D(0), D(8)),
+        ("all chains", "TRY", D("25000.0000"), D("559.9105"), D(0), D(0)),
+        ("eth-mainnet", "TRY", D("0.0000"), D("0.0000"), D(0), D(2)),
+        ("bsc-mainnet", "USD", D("0.0500"), D("0.0500"), D(0), D(3)),
+        ("eth-mainnet", "USD", D("0.1100"), D("0.1100"), D(0), D(7)),
+        ("polygon-mainnet", "USD", D("0.0300"), D("0.0300"), D(0), D(31))]
+    assert plans == [("filler", "USD", 1, D("0.0300"), D("0.0300")), ("fixed_tr", "TRY", 1, D("25000.0000"), D("559.9105")),
+                     ("hybrid_eur", "EUR", 1, D("500.7500"), D("562.8430")), ("pro_test", "USD", 1, D("0.1600"), D("0.1600"))]
+    assert top == [(1, "org_d", 31), (2, "org_c", 13), (3, "org_a", 10), (4, "org_x", 4), (5, "org_b", 2)]
+    # org_c's 562.8430 shared 8:5 over eth and base; org_b's 559.9105 all on eth (its only chain);
+    # costs: eth 4,620 (from July 2026) + 21 requests x 0.90 / 1M
+    assert margin[2] == ("eth-mainnet", 21, D("906.3854"), D("4620.0000"), D("-3713.6146"))
+    assert margin[0] == ("base-mainnet", 5, D("216.4781"), D("1430.0000"), D("-1213.5219"))
+
+
+def test_a_rerun_of_the_month_replaces_its_rows_and_the_preview_shows_in_dagster(october, billing_defs, instance,
+                                                                               marts):
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=list(analytics_monthly_marts.keys),
+                                    partition_key="2026-10-01")
+    with psycopg.connect(october) as conn:
+        assert conn.execute("SELECT count(*) FROM analytics_marts.revenue_per_chain").fetchone() == (8,)
+    [mat] = [m for m in result.asset_materializations_for_node("analytics_monthly_marts")
+             if m.asset_key == dg.AssetKey(["marts", "revenue_per_chain"])]
+    assert mat.partition == "2026-10-01"
+    assert mat.metadata["revenue_by_currency"].value == "500.7500 EUR, 25,000.0000 TRY, 0.1900 USD"
+    assert "| 2026-10-01 | all chains | EUR | 500.7500 | 562.8430 |" in mat.metadata["preview"].value
+
+
+def test_analysts_read_the_marts_and_nothing_else(october, marts):
+    login = f"analyst_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(october, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD 'pw' IN ROLE billing_analyst")
+    try:
+        url = october.replace("postgresql://postgres@", f"postgresql://{login}:pw@")
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM analytics_marts.revenue_per_chain").fetchone() == (8,)
+            for sql in ("SELECT count(*) FROM public.invoices", "DELETE FROM analytics_marts.revenue_per_chain",
+                        "SELECT count(*) FROM public.ledger"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(sql)
+    finally:
+        with psycopg.connect(october, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {login}")
+            conn.execute(f"DROP ROLE {login}")

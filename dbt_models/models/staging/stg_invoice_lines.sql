@@ -1,4 +1,5 @@
--- One row per invoice line, with the chain and kind of the rated charge it rounds.
+-- One row per invoice line, with its document's flags and the chain and kind of the rated charge
+-- it rounds (a line of a charge since re-rated away keeps no chain: 'all chains').
 select
     l.invoice_id,
     l.line_no,
@@ -6,13 +7,16 @@ select
     i.org_id,
     i.period_start,
     i.version,
+    i.kind as document_kind,
     i.status,
+    i.is_current,
+    i.is_issued,
     r.kind,
-    r.chain,
+    coalesce(r.chain, 'all chains') as chain,
     l.quantity,
     l.amount,
     l.currency
-from {{ source('billing', 'invoice_lines') }} l
-join {{ source('billing', 'invoices') }} i using (invoice_id)
-join {{ source('billing', 'rated_charges') }} r
+from {{ billing_table('invoice_lines', 'invoices') }} l
+join {{ ref('stg_invoices') }} i using (invoice_id)
+left join {{ source('billing', 'rated_charges') }} r
   on r.charge_id = l.charge_id and r.period_start = i.period_start
