@@ -22,6 +22,7 @@ from .reporting import failures_as_messages, markdown_table
     deps=[invoice_drafts, invoice_corrections],
     partitions_def=monthly_partitions,
     group_name="proof",
+    owners=["team:billing-data"],
     kinds={"s3", "postgres"},
     check_specs=[dg.AssetCheckSpec("snapshot_verifies", asset="audit_snapshot",
                                    description="The stored snapshot's signature, file hashes and Merkle root check out.")],

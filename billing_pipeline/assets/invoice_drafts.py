@@ -21,6 +21,7 @@ from .reporting import failures_as_messages, markdown_table, money_text
     partitions_def=monthly_partitions,
     automation_condition=dg.AutomationCondition.eager(),
     group_name="billing",
+    owners=["team:billing-data"],
     kinds={"postgres"},
     check_specs=[dg.AssetCheckSpec(
         "drafts_add_up", asset="invoice_drafts", blocking=True,

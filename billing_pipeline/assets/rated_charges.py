@@ -18,6 +18,7 @@ contracts = dg.AssetSpec(
     description="Plans, customers and contracts (METERED / FIXED / HYBRID) in PostgreSQL, maintained by the business.",
     group_name="billing",
     kinds={"postgres"},
+    owners=["team:finance"],  # plans and contracts are the business's
 )
 
 
@@ -29,6 +30,7 @@ contracts = dg.AssetSpec(
     automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(contracts.key)),
     group_name="billing",
     kinds={"postgres"},
+    owners=["team:billing-data"],
     check_specs=[
         dg.AssetCheckSpec("all_usage_rated", asset="rated_charges",
                           description="Every request of the month is covered by a contract."),

@@ -16,6 +16,7 @@ requests_raw = dg.AssetSpec(
     description="Raw API gateway request log in ClickHouse (one row per delivery; request_id is the dedup key).",
     group_name="usage",
     kinds={"clickhouse"},
+    owners=["team:platform"],  # the API gateway writes it
 )
 
 
@@ -37,6 +38,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
     backfill_policy=dg.BackfillPolicy.single_run(),
     automation_condition=dg.AutomationCondition.on_cron("0 2 * * *"),
     group_name="usage",
+    owners=["team:billing-data"],
     kinds={"clickhouse", "postgres"},
     check_specs=[dg.AssetCheckSpec("no_quarantined_rows", asset="usage_rollups",
                                    description="Every raw row has an org, a project and a known chain."),

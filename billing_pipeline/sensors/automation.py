@@ -15,9 +15,12 @@ SINK_ASSETS = dg.AssetSelection.assets("stripe_invoices", "parasut_invoices")
 
 billing_automation_sensor = dg.AutomationConditionSensorDefinition(
     "billing_automation",
-    target=dg.AssetSelection.all() - SINK_ASSETS,
+    # the ledger is an external asset (the sinks append to it), outside all(): its daily check is added
+    target=(dg.AssetSelection.all() - SINK_ASSETS) | dg.AssetSelection.checks_for_assets("ledger"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
+    description="Closes months (daily rollups at 02:00 UTC, then rating and drafts once every day is present) "
+                "and keeps the analyst marts current. Everything but the sinks.",
 )
 
 invoice_sinks_sensor = dg.AutomationConditionSensorDefinition(
