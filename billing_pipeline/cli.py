@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -106,6 +108,26 @@ def _issue(db_url: str, period: Period) -> None:
             print(f"   {name}: {invoices} invoices, {issued} issued, {stopped} stopped (reason on the invoice)"
                   + (f"; dry run: {recorded} requests recorded in sink_outbox" if recorded else ""))
     print(f"   run {run_id}")
+    done()
+
+
+def _marts(db_url: str, period: Period) -> None:
+    from .close import build_marts
+    from .instance import get_instance
+    from .stores.postgres import connect
+
+    done = _step(f"building the analyst marts for {period.label} with dbt (revenue per chain and plan, top customers, "
+                 "margin per chain, invoice status and ageing; dbt's tests run as asset checks)")
+    # dagster-dbt echoes dbt's log to stdout (a run's compute log in the UI); here it stays in the run
+    with get_instance(db_url) as instance, contextlib.redirect_stdout(io.StringIO()):
+        run_ids = build_marts(instance, period)
+    with connect(db_url) as conn:
+        rows = conn.execute("""SELECT chain, currency, revenue FROM analytics_marts.revenue_per_chain
+                               WHERE period_start = %s AND chain <> 'all chains'
+                               ORDER BY revenue_usd DESC NULLS LAST LIMIT 3""",
+                            (period.start,)).fetchall()
+    print("   top chains by usage revenue: " + "; ".join(f"{c} {r:,.2f} {cur.strip()}" for c, cur, r in rows))
+    print(f"   schema analytics_marts, readable by role billing_analyst; runs {' and '.join(run_ids)}")
     done()
 
 
@@ -241,6 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     done()
     _close(db_url, period)
     _issue(db_url, period)
+    _marts(db_url, period)
     print()
     print(format_month_summary(db_url, period))
     print()

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from .assets.analytics import analytics_monthly_marts, analytics_reference
 from .assets.audit_snapshot import audit_snapshot
 from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_corrections import invoice_corrections
@@ -152,3 +153,16 @@ def dispute_month(instance: dg.DagsterInstance, period: Period, days: list[date]
     _raise_if_failed(result, f"rated_charges..audit_snapshot {period.start}")
     run_ids.append(result.run_id)
     return run_ids
+
+
+def build_marts(instance: dg.DagsterInstance, period: Period, definitions: dg.Definitions | None = None) -> list[str]:
+    """The analyst marts for a month, as the automation sensor builds them: the reference models
+    (seeds, staging views, invoice status and ageing), then the month's marts. Returns run ids."""
+    job = (definitions or defs).resolve_implicit_global_asset_job_def()
+    reference = job.execute_in_process(instance=instance, asset_selection=list(analytics_reference.keys),
+                                       run_config=_QUIET, raise_on_error=False)
+    _raise_if_failed(reference, "analytics reference models")
+    monthly = job.execute_in_process(instance=instance, asset_selection=list(analytics_monthly_marts.keys),
+                                     partition_key=period.start.isoformat(), run_config=_QUIET, raise_on_error=False)
+    _raise_if_failed(monthly, f"analytics marts {period.start}")
+    return [reference.run_id, monthly.run_id]

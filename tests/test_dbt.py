@@ -96,3 +96,12 @@ def test_analysts_read_the_marts_and_nothing_else(october, marts):
         with psycopg.connect(october, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {login}")
             conn.execute(f"DROP ROLE {login}")
+
+
+def test_dbt_connects_as_the_pipeline_does_over_tcp_or_the_embedded_socket():
+    from billing_pipeline.analytics.project import connection_env
+
+    assert connection_env("postgresql://bill:s%40cret@db.internal:6432/billing") == {
+        "BILLING_DBT_HOST": "db.internal", "BILLING_DBT_PORT": "6432", "BILLING_DBT_USER": "bill",
+        "BILLING_DBT_PASSWORD": "s@cret", "BILLING_DBT_DBNAME": "billing"}
+    assert connection_env("postgresql://postgres:@/billing?host=/state/postgres")["BILLING_DBT_HOST"] == "/state/postgres"

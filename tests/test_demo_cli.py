@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from decimal import Decimal
 
 import psycopg
 
+from dagster_ui import graphql, running_ui
 from test_errors import run_cli
 
 
@@ -47,7 +40,7 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
     # Dagster's runs were stored in the embedded PostgreSQL through dagster-postgres.
     dagster_yaml = (tmp_path / "state" / "dagster" / "dagster.yaml").read_text()
     assert "postgres_url:\n      env: BILLING_DAGSTER_STORAGE_URL" in dagster_yaml
-    run_ids = re.search(r"runs (\S+) and (\S+)", out).groups() + re.search(r"   run (\S+)\n", out).groups()
+    run_ids = _run_ids(out)
     # no Stripe key nor Parasut credentials on embedded defaults: both sinks are dry runs
     assert re.search(r"Stripe: \d+ invoices, 0 issued, 0 stopped .*; dry run: \d+ requests recorded", out)
     assert re.search(r"Parasut: \d+ invoices, 0 issued, 0 stopped .*; dry run: \d+ requests recorded", out)
@@ -67,43 +60,21 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
     assert again.stdout[again.stdout.index("Billing month"):again.stdout.index("See the same data")] == summary
 
     # `billing ui` serves the same state: the UI lists the assets and the demo's two runs.
-    rerun_ids = re.search(r"runs (\S+) and (\S+)", again.stdout).groups() + re.search(
-        r"   run (\S+)\n", again.stdout).groups()
+    rerun_ids = _run_ids(again.stdout)
     _check_ui_shows_runs(tmp_path, set(run_ids) | set(rerun_ids))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["data"]
+def _run_ids(out: str) -> tuple[str, ...]:
+    """The demo's runs: the close (two), the sinks, the analyst marts (two)."""
+    return (re.search(r"runs (\S+) and (\S+)", out).groups() + re.search(r"   run (\S+)\n", out).groups()
+            + re.search(r"billing_analyst; runs (\S+) and (\S+)", out).groups())
 
 
 def _check_ui_shows_runs(tmp_path, run_ids: set[str]) -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_"))}
-    env["BILLING_STATE_DIR"] = str(tmp_path / "state")
-    ui = subprocess.Popen([sys.executable, "-m", "billing_pipeline.cli", "ui", "--port", str(port)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        line = ""
-        while time.monotonic() < deadline and "Dagster UI:" not in line:
-            line = ui.stdout.readline()
-            assert line or ui.poll() is None, "billing ui exited before printing its URL"
-        assert f"Dagster UI: http://127.0.0.1:{port}" in line
-        data = _graphql(port, "{ assetNodes { assetKey { path } } runsOrError { ... on Runs { results { runId status } } } }")
-        assert {tuple(n["assetKey"]["path"]) for n in data["assetNodes"]} == {
-            ("requests_raw",), ("contracts",), ("usage_rollups",), ("rated_charges",), ("invoice_drafts",),
-            ("audit_snapshot",), ("stripe_invoices",), ("fx_snapshot",), ("parasut_invoices",), ("invoice_corrections",),
-            ("ledger",)}
-        assert {r["runId"] for r in data["runsOrError"]["results"] if r["status"] == "SUCCESS"} == run_ids
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=60)
+    with running_ui(tmp_path / "state") as port:
+        data = graphql(port, "{ assetNodes { assetKey { path } } runsOrError { ... on Runs { results { runId status } } } }")
+    assert {tuple(n["assetKey"]["path"]) for n in data["assetNodes"]} >= {
+        ("requests_raw",), ("contracts",), ("usage_rollups",), ("rated_charges",), ("invoice_drafts",),
+        ("audit_snapshot",), ("stripe_invoices",), ("fx_snapshot",), ("parasut_invoices",), ("invoice_corrections",),
+        ("ledger",), ("marts", "revenue_per_chain"), ("marts", "margin_per_chain")}
+    assert {r["runId"] for r in data["runsOrError"]["results"] if r["status"] == "SUCCESS"} == run_ids

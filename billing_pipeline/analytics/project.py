@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_models"
 TARGET_DIR = DBT_PROJECT_DIR / "target"
@@ -50,9 +50,12 @@ def manifest_path() -> Path:
 
 
 def connection_env(db_url: str) -> dict[str, str]:
-    """profiles.yml's variables for a postgresql:// URL."""
+    """profiles.yml's variables for a postgresql:// URL (a socket directory in ?host= included, as
+    the embedded server gives it)."""
     url = urlsplit(db_url)
-    return {"BILLING_DBT_HOST": url.hostname or "127.0.0.1", "BILLING_DBT_PORT": str(url.port or 5432),
+    query = dict(parse_qsl(url.query))
+    return {"BILLING_DBT_HOST": query.get("host") or url.hostname or "127.0.0.1",
+            "BILLING_DBT_PORT": str(query.get("port") or url.port or 5432),
             "BILLING_DBT_USER": unquote(url.username or "postgres"),
             "BILLING_DBT_PASSWORD": unquote(url.password or ""),
             "BILLING_DBT_DBNAME": url.path.lstrip("/") or "billing"}
