@@ -105,3 +105,27 @@ def test_dbt_connects_as_the_pipeline_does_over_tcp_or_the_embedded_socket():
         "BILLING_DBT_HOST": "db.internal", "BILLING_DBT_PORT": "6432", "BILLING_DBT_USER": "bill",
         "BILLING_DBT_PASSWORD": "s@cret", "BILLING_DBT_DBNAME": "billing"}
     assert connection_env("postgresql://postgres:@/billing?host=/state/postgres")["BILLING_DBT_HOST"] == "/state/postgres"
+
+
+def test_the_reference_models_rebuild_at_five_and_the_latest_months_marts_at_six(billing_defs, instance):
+    from datetime import datetime, timezone
+
+    analytics = dg.AssetSelection.groups("analytics")
+
+    def requested(at, cursor=None):
+        result = dg.evaluate_automation_conditions(billing_defs, instance, asset_selection=analytics,
+                                                   evaluation_time=at, cursor=cursor)
+        keys = {k.to_user_string() for k in analytics.resolve(billing_defs.resolve_asset_graph())
+                if result.get_requested_partitions(k)}
+        return keys, result.cursor
+
+    keys, cursor = requested(datetime(2026, 11, 2, 4, 0, tzinfo=timezone.utc))
+    assert keys == set()
+    keys, cursor = requested(datetime(2026, 11, 2, 5, 1, tzinfo=timezone.utc), cursor)
+    assert keys == {k.to_user_string() for k in analytics_reference.keys}
+    for key in analytics_reference.keys:  # the 05:00 run done
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key))
+    result = dg.evaluate_automation_conditions(billing_defs, instance, asset_selection=analytics, cursor=cursor,
+                                               evaluation_time=datetime(2026, 11, 2, 6, 1, tzinfo=timezone.utc))
+    assert {k.to_user_string(): result.get_requested_partitions(k) for k in analytics_monthly_marts.keys} == {
+        k.to_user_string(): {"2026-10-01"} for k in analytics_monthly_marts.keys}

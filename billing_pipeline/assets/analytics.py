@@ -25,9 +25,13 @@ from .reporting import markdown_table
 
 AC = dg.AutomationCondition
 MONTHLY = "tag:monthly"
-# A daily refresh of the latest month catches what changed without a new upstream run: invoices
-# issued, paid or voided by the sinks and the payment events.
-_DAILY = AC.cron_tick_passed("0 6 * * *", "UTC") & AC.in_latest_time_window() & ~AC.in_progress()
+CONTRACTS = dg.AssetSelection.assets("contracts")  # kept by the business: never "materialized"
+# The reference models (seeds, views, as-of marts) are rebuilt daily at 05:00 UTC; at 06:00 the
+# latest month's marts are refreshed, which catches what changed without a new upstream run:
+# invoices issued, paid or voided. A month's marts also follow their inputs (eager).
+_REFERENCE = AC.cron_tick_passed("0 5 * * *", "UTC") & ~AC.in_progress()
+_DAILY = (AC.cron_tick_passed("0 6 * * *", "UTC") & AC.in_latest_time_window() & ~AC.in_progress()
+          & ~AC.any_deps_missing().ignore(CONTRACTS))
 
 
 class AnalyticsTranslator(DagsterDbtTranslator):
@@ -40,10 +44,8 @@ class AnalyticsTranslator(DagsterDbtTranslator):
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AC | None:
         if "monthly" in (dbt_resource_props.get("tags") or []):
-            return AC.eager().ignore(dg.AssetSelection.assets("contracts")) | _DAILY
-        if dbt_resource_props["resource_type"] == "model" and dbt_resource_props["config"]["materialized"] == "table":
-            return AC.cron_tick_passed("0 6 * * *", "UTC") & ~AC.in_progress()  # as of the run: daily
-        return AC.on_missing()  # seeds and staging views: once, and again when their files change
+            return (AC.eager().ignore(CONTRACTS) | _DAILY).with_label("a month's inputs changed, or daily at 06:00")
+        return _REFERENCE.with_label("daily at 05:00 UTC")
 
 
 TRANSLATOR = AnalyticsTranslator()
