@@ -109,5 +109,8 @@ def test_every_asset_and_check_shows_its_group_description_kind_owner_and_partit
         assert set(checks) == names, asset
         assert all(c["description"] for c in checks.values()), asset
         assert {n for n, c in checks.items() if c["blocking"]} == names & BLOCKING, asset
-    dbt_checks = {c["name"] for c in nodes["marts/revenue_per_chain"]["assetChecksOrError"]["checks"]}
-    assert "sums_to_documents_revenue_per_chain_is_issued__revenue_issued" in dbt_checks  # dbt tests load as checks
+    dbt_checks = {c["name"]: c["description"] for c in nodes["marts/revenue_per_chain"]["assetChecksOrError"]["checks"]}
+    assert dbt_checks["sums_to_documents_revenue_per_chain_is_issued__revenue_issued"] == (  # dbt tests load as checks
+        "dbt test sums_to_documents: documents = is_issued, measure = revenue_issued")
+    every_check = [c for n in nodes.values() for c in (n["assetChecksOrError"].get("checks") or [])]
+    assert len(every_check) >= 60 and all(c["description"] for c in every_check)

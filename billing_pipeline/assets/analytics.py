@@ -42,6 +42,21 @@ class AnalyticsTranslator(DagsterDbtTranslator):
         owners = ((dbt_resource_props.get("meta") or {}).get("dagster") or {}).get("owners")
         return owners or ["team:billing-analytics"]
 
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
+        """dbt's tests as checks, each described by what it tests (dbt gives them no description)."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        test = manifest["nodes"].get(unique_id, {})
+        meta = test.get("test_metadata") or {}
+        arguments = {k: v for k, v in (meta.get("kwargs") or {}).items() if k not in ("model", "column_name")}
+        described = f"dbt test {meta.get('name') or test.get('name')}"
+        if test.get("column_name"):
+            described += f" on column {test['column_name']}"
+        if arguments:
+            described += ": " + ", ".join(f"{k} = {v}" for k, v in sorted(arguments.items()))
+        return spec._replace(description=described)
+
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AC | None:
         if "monthly" in (dbt_resource_props.get("tags") or []):
             return (AC.eager().ignore(CONTRACTS) | _DAILY).with_label("a month's inputs changed, or daily at 06:00")
