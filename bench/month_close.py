@@ -1,123 +1,195 @@
-"""Benchmark: close one month at scale and compare with the bare ClickHouse aggregation.
+"""Benchmark: close one month at scale, stage by stage, against the bare ClickHouse aggregation.
 
-    python bench/month_close.py --projects 10000 --orgs 2000 --chains 20 --days 31 --events 100000000
+    BILLING_DATABASE_URL=postgresql://postgres@127.0.0.1/postgres \\
+    BILLING_STATE_DIR=/work/bench-state/c10k-e100m \\
+      python bench/month_close.py --contracts 10000 --events 100000000 --generate
 
-Generates the data set in the usage store (chdb unless BILLING_CLICKHOUSE_URL is set), seeds one
-contract per org, then times each stage of the month close: usage_rollups (ClickHouse aggregation
-+ COPY into PostgreSQL), rated_charges, invoice_drafts. It then times the rollup query alone in the
-same engine and prints the ratio. Peak RSS is this process's (chdb runs in-process, so it
-includes ClickHouse's memory). Uses BILLING_DATABASE_URL, else embedded PostgreSQL, in a fresh
-state directory under /tmp unless BILLING_STATE_DIR is set. Not a test: it asserts nothing.
+--generate first fills the usage store in a separate process (bench/generate.py), so this process's
+peak RSS is the close's own; without it the usage already in BILLING_STATE_DIR (or on
+BILLING_CLICKHOUSE_URL) is closed. Each run gets a scratch billing database on the server
+BILLING_DATABASE_URL names, seeded with one contract per org (the demo catalog: metered, fixed and
+hybrid plans, USD/EUR/TRY, some orgs in other timezones), dropped afterwards.
+
+Stages, as the Dagster assets run them (sinks excluded): usage_rollups (ClickHouse aggregation
+streamed day by day into PostgreSQL) and its rollups_match_clickhouse check, fx_snapshot,
+rated_charges, invoice_drafts, audit_snapshot (export, sign, upload to a local moto S3 with Object
+Lock, read back, verify, ledger). Then the floor: one bare GROUP BY (day, org, project, chain) over
+the month in the same engine, no deduplication, no writes. Peak RSS is sampled every 20 ms per stage
+(chdb runs in-process, so ClickHouse's memory is included; PostgreSQL's is not). Prints a markdown
+table; --json appends the figures to a file. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
+import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
 
 import psutil
 
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-def rss_mib() -> tuple[float, float]:
-    current = psutil.Process().memory_info().rss / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return current, peak
+
+class PeakRss:
+    """The process's resident set, sampled in a thread; ``stage()`` resets the peak."""
+
+    def __init__(self) -> None:
+        self.process, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def reset(self) -> None:
+        self.peak = self.process.memory_info().rss
+
+    def mib(self) -> float:
+        return max(self.peak, self.process.memory_info().rss) / 2**20
+
+
+from generate import add_data_set_arguments  # noqa: E402  (bench/ is on the path above)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--projects", type=int, default=10_000)
-    parser.add_argument("--orgs", type=int, default=2_000, help="orgs = contracts")
-    parser.add_argument("--chains", type=int, default=20)
-    parser.add_argument("--days", type=int, default=31)
-    parser.add_argument("--events", type=int, default=100_000_000)
-    parser.add_argument("--month", default="2026-10")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--reuse", action="store_true", help="keep the usage already generated in the state dir")
+    add_data_set_arguments(parser)
+    parser.add_argument("--generate", action="store_true", help="generate the usage first (separate process)")
+    parser.add_argument("--json", help="append the figures to this file (one JSON object per line)")
     args = parser.parse_args()
-    os.environ.setdefault("BILLING_STATE_DIR", tempfile.mkdtemp(prefix="billing-bench-"))
+    if not os.environ.get("BILLING_STATE_DIR"):
+        parser.error("set BILLING_STATE_DIR (chdb data, signing key)")
+    if args.generate:
+        subprocess.run([sys.executable, str(HERE / "generate.py"), "--contracts", str(args.contracts),
+                        "--projects", str(args.projects or args.contracts), "--chains", str(args.chains),
+                        "--events", str(args.events), "--month", args.month, "--seed", str(args.seed)], check=True)
 
     from billing_pipeline.close import rollup_days
     from billing_pipeline.demo.seed import seed_demo_contracts
+    from billing_pipeline.domain.audit import PUBLIC_KEY, blob_size, verify_snapshot
     from billing_pipeline.domain.chains import known_chains
-    from billing_pipeline.demo.synthetic import UsageSpec, chain_names, generate_usage
     from billing_pipeline.domain.periods import Period
-    from billing_pipeline.stores.clickhouse import ensure_schema, open_usage_store, sql_text
-    from billing_pipeline.stores.postgres import billing_database_url, migrate, transaction
+    from billing_pipeline.resources.audit_storage import embedded_signing_key
+    from billing_pipeline.steps import audit, fx
     from billing_pipeline.steps.invoicing import draft_month
     from billing_pipeline.steps.rating import rate_month
+    from billing_pipeline.steps.reconciliation import rollups_match_clickhouse
     from billing_pipeline.steps.usage import roll_up_usage
+    from billing_pipeline.stores.audit_bucket import AuditBucket
+    from billing_pipeline.stores.clickhouse import open_usage_store, sql_text
+    from billing_pipeline.stores.postgres import transaction
+    from scratch_db import scratch_database
 
     period = Period.parse_month(args.month)
-    if args.days != len(period.days()):
-        print(f"note: --days {args.days} but {period.label} has {len(period.days())} days; using the month's days")
-    # a close rolls up the month and one day on each side (customers in other timezones reach them)
     days = rollup_days(period)
     start = datetime.combine(days[0], datetime.min.time(), tzinfo=timezone.utc)
     end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     month_start = datetime.combine(period.start, datetime.min.time(), tzinfo=timezone.utc)
     month_end = datetime.combine(period.end, datetime.min.time(), tzinfo=timezone.utc)
-
-    db_url = billing_database_url()
-    migrate(db_url)
     store = open_usage_store(os.environ.get("BILLING_CLICKHOUSE_URL"), os.environ.get("BILLING_CLICKHOUSE_USER"),
                              os.environ.get("BILLING_CLICKHOUSE_PASSWORD"))
-    ensure_schema(store)
-    print(f"engine {store.engine}; state {os.environ['BILLING_STATE_DIR']}; python {sys.version.split()[0]}")
-    print(f"data set: {args.projects:,} projects, {args.orgs:,} orgs/contracts, {args.chains} chains, "
-          f"{len(period.days())} days + 2 edge days, {args.events:,} requests (seed {args.seed})")
+    rss = PeakRss()
+    results: list[dict] = []
 
-    rows_raw = None
-    if not args.reuse:
+    @contextmanager
+    def stage(name: str):
+        rss.reset()
         t = time.perf_counter()
-        spec = UsageSpec(start=days[0], days=len(days), events=args.events, orgs=args.orgs,
-                         projects=args.projects, chains=chain_names(args.chains), seed=args.seed)
-        rows_raw = generate_usage(store, spec)
-        gen = time.perf_counter() - t
-        print(f"generate: {rows_raw:,} raw rows in {gen:.1f}s ({rows_raw / gen:,.0f} rows/s) [not part of the close]")
-    with transaction(db_url) as conn:
-        seed_demo_contracts(conn, args.orgs, period)
+        figures: dict = {}
+        yield figures
+        figures.update(stage=name, seconds=round(time.perf_counter() - t, 2), peak_rss_mib=round(rss.mib()))
+        results.append(figures)
+        rate = f"{figures['rows'] / figures['seconds']:,.0f} {figures['unit']}/s" if figures.get("rows") else ""
+        print(f"{name:<24} {figures['seconds']:8.2f}s  {figures.get('rows', 0):>14,} {figures.get('unit', ''):<12} "
+              f"{rate:>22}  peak RSS {figures['peak_rss_mib']:,} MiB  {figures.get('note', '')}", flush=True)
 
-    results = []
+    # moto in its own process: it keeps the objects in memory, which is not this process's memory
+    port = free_port()
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    bucket = AuditBucket("bench-audit", f"http://127.0.0.1:{port}")
+    for _ in range(100):
+        try:
+            bucket.create()
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            time.sleep(0.1)
+    print(f"engine {store.engine}; python {sys.version.split()[0]}; {args.contracts:,} contracts, "
+          f"{args.projects or args.contracts:,} projects, {args.chains} chains, {period.label} (+2 edge days)")
 
-    def stage(name, rows, seconds, unit="rows"):
-        cur, peak = rss_mib()
-        results.append((name, rows, seconds, cur, peak))
-        print(f"{name:<28} {seconds:8.2f}s  {rows:>14,} {unit:<12} {rows / seconds if seconds else 0:>14,.0f}/s  "
-              f"rss {cur:,.0f} MiB  peak {peak:,.0f} MiB", flush=True)
+    with scratch_database("bench_close") as db_url:
+        with transaction(db_url) as conn:
+            seed_demo_contracts(conn, args.contracts, period)
+        close_start = time.perf_counter()
+        with stage("usage_rollups") as f:
+            summary = roll_up_usage(store, db_url, start, end)
+            f.update(rows=summary.raw_rows, unit="raw rows", rollup_rows=summary.rows, requests=summary.requests,
+                     duplicates=summary.duplicate_rows, source_s=round(summary.seconds["source"], 2),
+                     postgres_s=round(summary.seconds["postgres"], 2),
+                     note=f"{summary.rows:,} rollup rows; ClickHouse {summary.seconds['source']:.1f}s and "
+                          f"PostgreSQL {summary.seconds['postgres']:.1f}s overlapped")
+        with stage("rollups_match_clickhouse") as f:
+            match = rollups_match_clickhouse(store, db_url, start, end, 24)
+            f.update(rows=summary.raw_rows, unit="raw rows", note=f"passed={match.passed}")
+        with stage("fx_snapshot") as f:
+            outcome = fx.snapshot_month(db_url, period, fx.FxSources("http://127.0.0.1:9", "http://127.0.0.1:9"),
+                                        Decimal("0.02"))
+            f.update(rows=len(outcome.outcomes), unit="currencies")
+        with stage("rated_charges") as f:
+            rating = rate_month(db_url, period)
+            f.update(rows=summary.rows, unit="rollup rows", charges=rating.charge_count,
+                     note=f"{rating.charge_count:,} charges")
+        with stage("invoice_drafts") as f:
+            drafted = draft_month(db_url, period)
+            lines = drafted.lines
+            f.update(rows=lines, unit="lines", invoices=drafted.invoices, note=f"{drafted.invoices:,} invoices")
+        with stage("audit_snapshot") as f, tempfile.TemporaryDirectory(prefix="bench-audit-") as workdir:
+            objects = audit.snapshot_month(db_url, period, embedded_signing_key(), Path(workdir))
+            prefix = f"snapshots/{period.label}"
+            versions = bucket.upload(prefix, objects)
+            (Path(workdir) / "stored").mkdir()
+            stored, _ = bucket.download(prefix, Path(workdir) / "stored")
+            check = verify_snapshot(stored, objects[PUBLIC_KEY])
+            audit.record_in_ledger(db_url, period, objects, versions, f"s3://{bucket.bucket}/{prefix}")
+            size = sum(blob_size(v) for v in objects.values())
+            f.update(rows=size, unit="bytes", note=f"verified={check.ok}")
+        close_s = time.perf_counter() - close_start
 
-    t = time.perf_counter()
-    summary = roll_up_usage(store, db_url, start, end)
-    rollup_s = time.perf_counter() - t
-    stage("usage_rollups (total)", summary.raw_rows, rollup_s, "raw rows")
-    print(f"    clickhouse {summary.seconds['clickhouse']:.2f}s, postgres COPY {summary.seconds['postgres']:.2f}s, "
-          f"{summary.rows:,} rollup rows, {summary.requests:,} requests, {summary.duplicate_rows:,} duplicates removed")
-
-    t = time.perf_counter()
-    rating = rate_month(db_url, period)
-    stage("rated_charges", summary.rows, time.perf_counter() - t, "rollup rows")
-    print(f"    {len(rating.charges):,} charges for {rating.contracts:,} contracts")
-
-    t = time.perf_counter()
-    drafted = draft_month(db_url, period)
-    stage("invoice_drafts", sum(len(i.draft.lines) for i in drafted), time.perf_counter() - t, "lines")
-    print(f"    {len(drafted):,} invoices")
-
-    close_s = sum(r[2] for r in results)
-    t = time.perf_counter()
-    # The bare aggregation: one GROUP BY (day, org, project, chain) over the month, no dedup, no writes.
-    store.query_arrow(sql_text("usage_rollups").replace("/* declared meters */", ""),
-                      {"window_start": month_start, "window_end": month_end, "known_chains": list(known_chains())})
-    bare_s = time.perf_counter() - t
-    stage("bare ClickHouse aggregation", summary.raw_rows, bare_s, "raw rows")
-    print(f"\nmonth close {close_s:.2f}s for {summary.raw_rows:,} raw rows ({summary.raw_rows / close_s:,.0f} rows/s); "
-          f"bare aggregation {bare_s:.2f}s; ratio close/bare = {close_s / bare_s:.2f}x; "
-          f"peak RSS {rss_mib()[1]:,.0f} MiB")
+    with stage("bare aggregation (floor)") as f:
+        # One GROUP BY (day, org, project, chain) over the month: no dedup, no meters, no writes.
+        store.query_arrow(sql_text("usage_rollups").replace("/* declared meters */", "").replace("/* row filter */", ""),
+                          {"window_start": month_start, "window_end": month_end, "known_chains": list(known_chains())})
+        f.update(rows=summary.raw_rows, unit="raw rows")
+    bare_s = results[-1]["seconds"]
+    peak = max(r["peak_rss_mib"] for r in results[:-1])
+    print(f"\nmonth close {close_s:.1f}s for {summary.raw_rows:,} raw rows ({summary.raw_rows / close_s:,.0f} rows/s); "
+          f"floor {bare_s:.1f}s; ratio {close_s / bare_s:.2f}x; peak RSS of the close {peak:,} MiB")
+    moto.terminate()
+    if args.json:
+        with open(args.json, "a") as out:
+            out.write(json.dumps({"contracts": args.contracts, "projects": args.projects or args.contracts,
+                                  "events": args.events, "chains": args.chains, "close_s": round(close_s, 1),
+                                  "floor_s": bare_s, "ratio": round(close_s / bare_s, 2), "peak_rss_mib": peak,
+                                  "stages": results}) + "\n")
 
 
 if __name__ == "__main__":

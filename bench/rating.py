@@ -79,10 +79,10 @@ def main() -> None:
     drafted = draft_month(db_url, period)
     draft_s = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines = sum(len(i.draft.lines) for i in drafted)
-    print(f"rated_charges   {rate_s:7.2f}s  {rows:,} rollup rows -> {len(rating.charges):,} charges  "
+    lines = drafted.lines
+    print(f"rated_charges   {rate_s:7.2f}s  {rows:,} rollup rows -> {rating.charge_count:,} charges  "
           f"{rows / rate_s:,.0f} rollup rows/s")
-    print(f"invoice_drafts  {draft_s:7.2f}s  {len(drafted):,} invoices, {lines:,} lines  {lines / draft_s:,.0f} lines/s")
+    print(f"invoice_drafts  {draft_s:7.2f}s  {drafted.invoices:,} invoices, {lines:,} lines  {lines / draft_s:,.0f} lines/s")
     print(f"peak RSS of this process: {peak:,.0f} MiB (before rating {before:,.0f} MiB)")
 
 

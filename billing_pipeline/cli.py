@@ -22,6 +22,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import date, datetime, timedelta, timezone
@@ -367,7 +368,8 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def _load_snapshot(target: str) -> tuple[dict[str, bytes], dict[str, str], str | None]:
+def _load_snapshot(target: str, directory) -> tuple[dict, dict[str, str], str | None]:
+    """The snapshot's objects as files: a local folder's own, or an S3 prefix's streamed into ``directory``."""
     from pathlib import Path
 
     if target.startswith("s3://"):
@@ -377,20 +379,26 @@ def _load_snapshot(target: str) -> tuple[dict[str, bytes], dict[str, str], str |
         store = AuditBucket(bucket, settings.env(settings.AUDIT_S3_ENDPOINT_ENV),
                             access_key=settings.env(settings.AUDIT_S3_ACCESS_KEY_ENV),
                             secret_key=settings.env(settings.AUDIT_S3_SECRET_KEY_ENV))
-        objects, versions = store.download(prefix.rstrip("/"))
+        objects, versions = store.download(prefix.rstrip("/"), directory)
         return objects, versions, prefix.rstrip("/")
     folder = Path(target)
     if not folder.is_dir():
         raise BillingError(f"{target}: not a directory or an s3://bucket/prefix")
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}, {}, None
+    return {p.name: p for p in folder.iterdir() if p.is_file()}, {}, None
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    with tempfile.TemporaryDirectory(prefix="audit-verify-") as directory:
+        return _audit_verify(args, *_load_snapshot(args.target, Path(directory))[:2])
+
+
+def _audit_verify(args: argparse.Namespace, objects: dict, versions: dict[str, str]) -> int:
+    from pathlib import Path
+
     from .domain.audit import prove_line, verify_snapshot
 
-    objects, versions, _ = _load_snapshot(args.target)
     if not objects:
         raise BillingError(f"{args.target}: no snapshot objects found")
     check = verify_snapshot(objects, Path(args.public_key).read_bytes())

@@ -49,6 +49,7 @@ def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
                 message = error.message.strip()
             # dg.Failure carries our one-line description; keep its text, not the class prefix.
             message = message.split(": ", 1)[1] if message.startswith("dagster._core.definitions.events.Failure") else message
+            message = " ".join(message.split())  # one line, whatever the library's text (libpq's spans three)
             raise RunFailedError(f"{what} failed in step {event.step_key} (run {result.run_id}): {message}")
     raise RunFailedError(f"{what} failed (run {result.run_id})")
 

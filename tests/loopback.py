@@ -35,6 +35,14 @@ class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         raise NotImplementedError
 
+    def _reply(self, data: bytes) -> None:
+        """End the headers and write the body; a client that has gone away is not an error here."""
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_GET(self):  # noqa: N802
         self._serve("GET")
 

@@ -977,11 +977,7 @@ class ParasutServer(LoopbackServer):
                     self.send_header("Content-Length", str(len(data)))
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                self._reply(data)
 
         super().__init__(Handler)
         fake.base_url = self.url

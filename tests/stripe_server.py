@@ -600,10 +600,6 @@ class StripeServer(LoopbackServer):
                 self.send_header("Request-Id", f"req_{time.monotonic_ns()}")
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                self._reply(data)
 
         super().__init__(Handler)

@@ -184,6 +184,17 @@ def test_a_wrongly_dated_bulletin_stops_only_the_invoices_needing_it(october, ch
     assert outcome["CTR-B:2026-10:v1"].status == "DRY_RUN"
 
 
+def test_with_ecb_unreachable_the_rate_stands_and_the_cross_check_is_not_a_pass(october, chdb_path, instance, fx):
+    fx.down.add("/eurofxref")  # TCMB answers, ECB does not
+    _close_with(october, chdb_path, instance, fx)
+    with psycopg.connect(october) as conn:
+        snapshot = conn.execute("SELECT status, rate::text, ecb_rate, divergence_flagged FROM fx_snapshots "
+                                "WHERE currency = 'USD'").fetchone()
+    assert snapshot == ("OK", "34.5678000000", None, False)
+    assert _latest_check(instance, "fx_rates_present") is True
+    assert _latest_check(instance, "fx_agrees_with_ecb") is False  # nothing was compared: yellow, not "agrees"
+
+
 def test_with_no_source_answering_the_last_known_rate_is_used_and_marked_estimated(october, chdb_path, instance, fx):
     with psycopg.connect(october, autocommit=True) as conn:
         conn.execute("""INSERT INTO fx_snapshots (period_start, currency, issue_date, status, rate, source, bulletin_date,

@@ -70,8 +70,8 @@ def test_month_close_exact_amounts(october, billing_defs, instance):
         assert conn.execute("SELECT min(day), max(day) FROM usage_rollup_days").fetchone() == (
             date(2026, 9, 30), date(2026, 11, 1))
         assert conn.execute("SELECT day, reason, org_id, chain, raw_rows FROM quarantined_usage ORDER BY day").fetchall() == [
-            (date(2026, 10, 8), "missing org_id", "", "eth-mainnet", 1),
-            (date(2026, 10, 9), "unknown chain", "org_a", "dogecoin-mainnet", 1)]
+            (date(2026, 10, 8), "missing_org_id", "", "eth-mainnet", 1),
+            (date(2026, 10, 9), "unknown_chain", "org_a", "dogecoin-mainnet", 1)]
         assert conn.execute("SELECT org_id, chain, requests FROM unrated_usage").fetchall() == [
             ("org_x", "eth-mainnet", 4)]
         # b5 was first delivered in September: its October copy is a duplicate, not an October request.

@@ -34,7 +34,7 @@ def test_openmeter_gives_the_same_rollups_as_clickhouse(october, usage_store):
     with psycopg.connect(october) as conn:
         assert conn.execute(ROLLUPS).fetchall() == from_clickhouse
         assert conn.execute("SELECT reason, chain, raw_rows FROM quarantined_usage ORDER BY day").fetchall() == [
-            ("missing org_id", "eth-mainnet", 1), ("unknown chain", "dogecoin-mainnet", 1)]
+            ("missing_org_id", "eth-mainnet", 1), ("unknown_chain", "dogecoin-mainnet", 1)]
     assert summary.requests == 60 and summary.source_engine.startswith("openmeter http://127.0.0.1:")
 
 

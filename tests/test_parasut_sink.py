@@ -194,6 +194,9 @@ def test_a_crash_before_or_after_any_request_then_a_rerun_issues_exactly_once(dr
                 assert rows(drafts, "SELECT count(*) FROM invoices WHERE status = 'ISSUED' AND pdf_sha256 IS NOT NULL") \
                     == [(2,)]
                 assert rows(drafts, "SELECT count(DISTINCT tx_id) FROM ledger WHERE entry_id > %s", ledger_mark) == [(2,)]
+                # what the re-run found done is SENT: nothing left to show as stuck in outbox_not_stuck
+                assert rows(drafts, "SELECT idempotency_key, status FROM sink_outbox WHERE status <> 'SENT'") == [], (
+                    crash_at, when)
 
 
 def test_bad_input_stops_that_invoice_with_a_reason_the_others_proceed(db_url, storage):

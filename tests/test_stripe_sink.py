@@ -151,6 +151,8 @@ def _check_exactly_once(url: str, server, ledger_before: int) -> None:
     assert len(server.stripe.state.customers) == 3
     assert sum(len(v) for v in server.stripe.state.balance_transactions.values()) == 1
     assert rows(url, "SELECT count(*) FROM invoices WHERE status <> 'ISSUED'") == [(0,)]
+    # every write the re-run saw done is SENT: none left to show as stuck in outbox_not_stuck an hour later
+    assert rows(url, "SELECT idempotency_key, status FROM sink_outbox WHERE status <> 'SENT'") == []
     issued = rows(url, "SELECT event, count(DISTINCT tx_id) FROM ledger WHERE entry_id > %s GROUP BY 1 ORDER BY 1",
                   ledger_before)
     assert issued == [("CREDIT_CONSUMED", 1), ("INVOICE_ISSUED", 3)]
@@ -196,6 +198,19 @@ def test_429_500_timeouts_and_resets_are_retried_with_the_same_key(drafts):
         _check_exactly_once(drafts, server, 0)
     # exponential backoff with jitter: attempt n waits between half and all of base * 2^(n-1)
     assert all(0.005 <= s <= 0.05 for s in slept) and len(slept) == 7
+
+
+def test_retries_running_out_stop_the_org_with_a_one_line_reason(drafts):
+    with StripeServer() as server:
+        server.stripe.inject("/v1/customers", "reset", "reset", method="POST")
+        result = issue_month(drafts, gateway(server, retry=RetryPolicy(attempts=2, base_delay=0.01)), OCTOBER,
+                             concurrency=1)
+    [stopped] = result.by_status("FAILED")
+    # the SDK's network message spans lines; the reason lands in all_invoices_issued's table
+    assert (stopped.invoice_id, "\n" in stopped.reason) == ("CTR-A:2026-10:v1", False)
+    assert stopped.reason.startswith("customer org_a: Stripe POST /v1/customers still failing after 2 attempts: "
+                                     "APIConnectionError HTTP None Unexpected error communicating with Stripe. "), \
+        stopped.reason
 
 
 def test_should_retry_false_is_not_retried_and_stops_only_that_invoice(drafts):

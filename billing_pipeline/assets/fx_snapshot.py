@@ -32,7 +32,8 @@ MAX_BULLETIN_AGE_DAYS = 5
         dg.AssetCheckSpec(NOT_ESTIMATED, asset="fx_snapshot",
                           description="No rate is an estimate (the last known rate reused because no source answered)."),
         dg.AssetCheckSpec(CROSS_CHECK, asset="fx_snapshot",
-                          description="TCMB's rate is within the configured share of ECB's cross rate."),
+                          description="TCMB's rate is within the configured share of ECB's cross rate (yellow too "
+                                      "when ECB's file could not be fetched, so nothing was compared)."),
         dg.AssetCheckSpec(FRESH, asset="fx_snapshot",
                           description=f"Every rate comes from a bulletin at most {MAX_BULLETIN_AGE_DAYS} days before "
                                       "the issue date (a longer gap: a holiday to confirm, or an outage)."),
@@ -54,6 +55,9 @@ def fx_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
     failed = [o for o in result.outcomes if o.snapshot is None]
     estimated = [s for s in ok if s.estimated]
     flagged = [s for s in ok if s.cross_check.flagged]
+    # a TCMB rate ECB's file could not be read for was not compared: not a pass (a currency ECB does
+    # not quote has an ECB day and no rate, and stays a pass: there is nothing to compare it with)
+    uncompared = [s for s in ok if not s.estimated and s.cross_check.ecb_date is None]
     ages = [(s.currency, s.bulletin_date, (result.issue_date - s.bulletin_date).days) for s in ok]
     stale = [a for a in ages if a[2] > MAX_BULLETIN_AGE_DAYS]
     table = markdown_table(
@@ -76,10 +80,13 @@ def fx_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabase,
                             metadata={"estimated": ", ".join(f"{s.currency} (bulletin {s.bulletin_date})"
                                                              for s in estimated) or "none",
                                       "why": result.ecb_note or "none"}),
-        dg.AssetCheckResult(check_name=CROSS_CHECK, passed=not flagged, severity=dg.AssetCheckSeverity.WARN,
+        dg.AssetCheckResult(check_name=CROSS_CHECK, passed=not flagged and not uncompared,
+                            severity=dg.AssetCheckSeverity.WARN,
                             metadata={"limit": fx_sources.max_divergence,
                                       "flagged": ", ".join(f"{s.currency}: {s.cross_check.divergence}"
-                                                           for s in flagged) or "none"}),
+                                                           for s in flagged) or "none",
+                                      "not_compared": ", ".join(s.currency for s in uncompared) or "none",
+                                      "ecb": result.ecb_note or "ok"}),
         dg.AssetCheckResult(check_name=FRESH, passed=not stale, severity=dg.AssetCheckSeverity.WARN,
                             metadata={"max_age_days": MAX_BULLETIN_AGE_DAYS, "stale": len(stale),
                                       "bulletins": markdown_table(["currency", "bulletin", "days before issue"], ages)}),

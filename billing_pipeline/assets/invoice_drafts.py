@@ -1,7 +1,5 @@
 """invoice_drafts: rated charges rounded per line into one draft invoice per contract and month."""
 
-from collections import defaultdict
-from decimal import Decimal
 
 import dagster as dg
 
@@ -39,13 +37,9 @@ def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabas
     period = Period.parse_month(context.partition_key)
     with failures_as_messages():
         drafted = draft_month(billing_db.get_url(), period, run_id=context.run.run_id)
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    for i in drafted:
-        totals[i.draft.currency] += i.draft.total
-    largest = sorted(drafted, key=lambda i: i.draft.total, reverse=True)[:10]
     problems = draft_problems(billing_db.get_url(), period)
     check = dg.AssetCheckResult(check_name="drafts_add_up", passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
-                                metadata={"drafts": len(drafted), "problems": len(problems),
+                                metadata={"drafts": drafted.invoices, "problems": len(problems),
                                           "details": markdown_table(["invoice", "problem"], problems[:50])})
     with connect(billing_db.get_url()) as conn:
         lira = lira_lines_match_rate(conn, period)
@@ -54,17 +48,17 @@ def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabas
         metadata={**lira.counts, "differences": markdown_table(
             ["invoice", "line", "source amount", "rate", "amount", "expected", "difference"], lira.rows[:50])})
     return dg.MaterializeResult(check_results=[check, lira_check], metadata={
-        "dagster/row_count": len(drafted),
-        "invoice_lines": sum(len(i.draft.lines) for i in drafted),
-        "total": money_text(dict(totals)),
+        "dagster/row_count": drafted.invoices,
+        "invoice_lines": drafted.lines,
+        "total": money_text(dict(sorted(drafted.totals.items()))),
         # after a dispute backfill: new versions of issued invoices, for invoice_corrections to issue
         "new_versions_of_issued_invoices": markdown_table(
             ["invoice", "subtotal", "tax", "total", "currency"],
             [(i.invoice_id, i.draft.subtotal, i.draft.tax, i.draft.total, i.draft.currency)
-             for i in drafted if i.version > 1][:50]),
+             for i in drafted.new_versions]),
         "largest_invoices": markdown_table(
             ["invoice", "org", "lines", "subtotal", "tax", "total", "currency"],
             [(i.invoice_id, i.draft.org_id, len(i.draft.lines), i.draft.subtotal, i.draft.tax, i.draft.total,
-              i.draft.currency) for i in largest],
+              i.draft.currency) for i in drafted.largest],
         ),
     })

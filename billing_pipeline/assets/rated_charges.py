@@ -51,7 +51,7 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
     period = Period.parse_month(context.partition_key)
     with failures_as_messages():
         summary = rate_month(billing_db.get_url(), period, run_id=context.run.run_id)
-    preview = sorted(summary.charges, key=lambda c: c.amount, reverse=True)[:10]
+    preview = summary.largest
     checks = [
         dg.AssetCheckResult(check_name="all_usage_rated", passed=summary.unrated_requests == 0,
                             severity=dg.AssetCheckSeverity.ERROR,
@@ -68,7 +68,7 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
         _rated_once_check(billing_db.get_url(), period),
     ]
     return dg.MaterializeResult(check_results=checks, metadata={
-        "dagster/row_count": len(summary.charges),
+        "dagster/row_count": summary.charge_count,
         "contracts": summary.contracts,
         "amount_unrounded": money_text({k: _shown(v) for k, v in summary.totals_by_currency().items()}),
         "unrated_requests": summary.unrated_requests,

@@ -5,17 +5,25 @@ from decimal import Decimal
 from typing import Iterable, Iterator, Sequence
 
 import dagster as dg
+import psycopg
 
 from ..errors import BillingError
 
 
 @contextmanager
 def failures_as_messages() -> Iterator[None]:
-    """Turn a BillingError into a Dagster Failure whose description is the one-line message."""
+    """Turn a BillingError into a Dagster Failure whose description is the one-line message; so
+    too the billing database going away mid-step (a restart, a failover), whose libpq message
+    spans several lines."""
     try:
         yield
     except BillingError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        raise dg.Failure(description=f"lost the connection to PostgreSQL (BILLING_DATABASE_URL) during the step: "
+                                     f"{reason}; its open transaction was rolled back, run it again",
+                         allow_retries=False) from None
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> dg.MetadataValue:

@@ -6,6 +6,7 @@ import dagster as dg
 
 from ..resources import BillingDatabase, ClickHouseResource, OpenMeterResource
 from ..steps.openmeter_usage import roll_up_from_openmeter
+from ..steps.quarantine import quarantined_by_reason, rows_out_of_range
 from ..steps.reconciliation import late_raw_rows, rollups_match_clickhouse
 from ..steps.usage import roll_up_usage
 from .partitions import daily_partitions
@@ -41,7 +42,10 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
     owners=["team:billing-data"],
     kinds={"clickhouse", "postgres"},
     check_specs=[dg.AssetCheckSpec("no_quarantined_rows", asset="usage_rollups",
-                                   description="Every raw row has an org, a project and a known chain."),
+                                   description="Every raw row of the days can be billed (request, org and project "
+                                               "ids present and well-formed, a known chain, a real HTTP status and "
+                                               "byte count), and no row in ClickHouse is stamped in the future or "
+                                               "before 2000, where no daily rollup would read it."),
                  # blocking: a rollup that disagrees with ClickHouse must not reach an invoice
                  dg.AssetCheckSpec("rollups_match_clickhouse", asset="usage_rollups", blocking=True,
                                    description="Per day, the rollups' requests, successful requests and bytes out "
@@ -68,6 +72,8 @@ def usage_rollups(
         if client is None:
             match = rollups_match_clickhouse(clickhouse.get_store(), billing_db.get_url(), window.start, window.end,
                                              config.dedup_lookback_hours)
+        by_reason = quarantined_by_reason(billing_db.get_url(), window.start.date(), window.end.date())
+        out_of_range = rows_out_of_range(clickhouse.get_store()) if client is None else []
     reconciled = dg.AssetCheckResult(check_name="rollups_match_clickhouse", passed=True,
                                      metadata={"source": "OpenMeter: no ClickHouse to compare with"}) \
         if client is not None else dg.AssetCheckResult(
@@ -75,9 +81,13 @@ def usage_rollups(
             metadata={**match.counts, "differences": markdown_table(
                 ["day", "meter", "ClickHouse", "PostgreSQL", "difference"], match.rows[:50])})
     return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
-        check_name="no_quarantined_rows", passed=summary.quarantined_rows == 0,
+        check_name="no_quarantined_rows", passed=summary.quarantined_rows == 0 and not out_of_range,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"quarantined_rows": summary.quarantined_rows,
+                  "quarantined_by_reason": dg.MetadataValue.json(by_reason),
+                  "out_of_range_rows": dg.MetadataValue.json({r.reason: r.raw_rows for r in out_of_range}),
+                  "out_of_range": markdown_table(["reason", "rows", "earliest", "latest"],
+                                                 [(r.reason, r.raw_rows, r.earliest, r.latest) for r in out_of_range]),
                   "see": "quarantined_usage (day, reason, org, project, chain)"},
     ), reconciled], metadata={
         "dagster/row_count": summary.rows,

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -27,16 +28,40 @@ from .merkle import merkle_proof, merkle_root, verify_proof
 MANIFEST, SIGNATURE, PUBLIC_KEY, LINES = "manifest.json", "manifest.sig", "public_key.pem", "invoice_lines.csv"
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# An object of a snapshot: in memory, or in a local file for the big exports (a month's usage
+# rollups run to gigabytes at 100k contracts), which are then hashed and sent in streams.
+Blob = bytes | Path
+_CHUNK = 1 << 20
 
 
-def line_leaves(invoice_lines_csv: bytes) -> list[bytes]:
+def sha256_hex(data: Blob) -> str:
+    if not isinstance(data, Path):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with data.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def blob_size(data: Blob) -> int:
+    return data.stat().st_size if isinstance(data, Path) else len(data)
+
+
+def blob_bytes(data: Blob) -> bytes:
+    return data.read_bytes() if isinstance(data, Path) else data
+
+
+def line_leaves(invoice_lines_csv: Blob) -> list[bytes]:
+    if isinstance(invoice_lines_csv, Path):
+        with invoice_lines_csv.open("rb") as f:
+            next(f, None)  # the header is not a line
+            return [line.rstrip(b"\r\n") for line in f]
     rows = invoice_lines_csv.decode().splitlines()
     return [r.encode() for r in rows[1:]]  # the header is not a line
 
 
-def build_snapshot(month: str, created_at: str, files: dict[str, bytes], key: Ed25519PrivateKey) -> dict[str, bytes]:
+def build_snapshot(month: str, created_at: str, files: dict[str, Blob], key: Ed25519PrivateKey) -> dict[str, Blob]:
     """Every object of the snapshot: the files, the manifest, its signature and the public key."""
     leaves = line_leaves(files[LINES])
     manifest = {"version": "v1", "month": month, "created_at": created_at,
@@ -64,17 +89,17 @@ class SnapshotCheck:
     manifest: dict | None
 
 
-def verify_snapshot(objects: dict[str, bytes], public_key_pem: bytes) -> SnapshotCheck:
+def verify_snapshot(objects: dict[str, Blob], public_key_pem: bytes) -> SnapshotCheck:
     """Signature, every file's hash and the Merkle root; each problem names the file."""
     problems = []
     key = serialization.load_pem_public_key(public_key_pem)
     if not isinstance(key, Ed25519PublicKey):
         return SnapshotCheck(False, ["the public key is not an Ed25519 key"], None)
-    manifest_bytes = objects.get(MANIFEST)
-    if manifest_bytes is None:
+    if objects.get(MANIFEST) is None:
         return SnapshotCheck(False, [f"{MANIFEST}: missing"], None)
+    manifest_bytes = blob_bytes(objects[MANIFEST])
     try:
-        key.verify(objects.get(SIGNATURE, b""), manifest_bytes)
+        key.verify(blob_bytes(objects.get(SIGNATURE, b"")), manifest_bytes)
     except InvalidSignature:
         problems.append(f"{MANIFEST}: the signature does not match (manifest or {SIGNATURE} changed, or another key)")
     manifest = json.loads(manifest_bytes)
@@ -89,10 +114,10 @@ def verify_snapshot(objects: dict[str, bytes], public_key_pem: bytes) -> Snapsho
     return SnapshotCheck(not problems, problems, manifest)
 
 
-def prove_line(objects: dict[str, bytes], line_key: str) -> tuple[bytes, list[tuple[str, str]], bool]:
+def prove_line(objects: dict[str, Blob], line_key: str) -> tuple[bytes, list[tuple[str, str]], bool]:
     """The line whose first two CSV fields are ``invoice_id,line_no`` (as "invoice_id#line_no"), its
     Merkle path and whether it leads to the manifest's root."""
-    manifest = json.loads(objects[MANIFEST])
+    manifest = json.loads(blob_bytes(objects[MANIFEST]))
     leaves = line_leaves(objects[LINES])
     invoice_id, _, line_no = line_key.rpartition("#")
     for i, leaf in enumerate(leaves):

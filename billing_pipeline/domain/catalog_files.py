@@ -11,13 +11,52 @@ from pydantic import BaseModel, ValidationError
 CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalog"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: SafeLoader's own error names it
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {first_line[key] + 1})",
+                    key_node.start_mark)
+            first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where (1-based line and column) and what, without PyYAML's multi-line excerpt."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"not valid YAML: {exc}"
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context = f" ({exc.context} from line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
+    return f"not valid YAML{where}: {exc.problem or exc.context}{context}"
+
+
 def read_yaml(path: Path, error: type[Exception]) -> object:
     try:
-        return yaml.safe_load(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise error(f"{path.name}: not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} "
+                    "(save the file as UTF-8)") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise error(f"{path.name}: not valid YAML: {exc}") from None
+        raise error(f"{path.name}: {_yaml_problem(exc)}") from None
 
 
 def describe(error: dict, raw: object, collection: str, id_field: str, noun: str,
@@ -42,6 +81,9 @@ def load_catalog(path: Path, model: type[BaseModel], error: type[Exception], col
     """A catalog file validated by ``model``; the first problem raised as ``error``, naming the file,
     the item (``noun`` + its ``id_field`` within ``collection``) and the field."""
     raw = read_yaml(path, error)
+    if not isinstance(raw, dict):
+        got = "nothing (the file is empty)" if raw is None else f"a {type(raw).__name__}"
+        raise error(f"{path.name}: expected a mapping of keys at the top level, got {got}")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 RATE_PLACES = Decimal("1e-10")
+MAX_RATE = Decimal(10**9)  # far above any quote (TRY per unit, or units per EUR), and exact at RATE_PLACES
 MAX_STEP_BACK_DAYS = 10  # the longest run of Turkish holidays plus a weekend is 9 days
 
 
@@ -108,23 +109,36 @@ def _decimal(text: str | None, what: str) -> Decimal | None:
         value = Decimal(text.strip())
     except InvalidOperation:
         raise FxDocumentError(f"{what}: {text.strip()!r} is not a number") from None
+    if not value.is_finite():  # NaN, Infinity
+        raise FxDocumentError(f"{what}: {text.strip()!r} is not a number")
     if value <= 0:
         raise FxDocumentError(f"{what}: {value} is not a positive rate")
+    if value >= MAX_RATE:
+        raise FxDocumentError(f"{what}: {value} is out of range (a rate is below {MAX_RATE:,})")
     return value
+
+
+def _xml_root(data: bytes, document: str) -> ET.Element:
+    """The parsed document; FxDocumentError when it is not well-formed or declares an encoding
+    that cannot be read."""
+    try:
+        return ET.fromstring(data)  # bytes: the parser reads the declared encoding itself
+    except ET.ParseError as exc:
+        raise FxDocumentError(f"{document} is not well-formed XML: {exc}") from None
+    except (LookupError, ValueError) as exc:  # unknown or unsupported declared encoding
+        raise FxDocumentError(f"{document} cannot be decoded: {exc}") from None
 
 
 def parse_tcmb(data: bytes, expected_date: date | None = None) -> TcmbBulletin:
     """Parse a TCMB bulletin; the XML declaration's encoding (ISO-8859-9 in real files) is honoured."""
-    try:
-        root = ET.fromstring(data)  # bytes: the parser reads the declared encoding itself
-    except ET.ParseError as exc:
-        raise FxDocumentError(f"TCMB bulletin is not well-formed XML: {exc}") from None
+    document = f"TCMB bulletin {expected_date.isoformat()}" if expected_date else "TCMB bulletin"
+    root = _xml_root(data, document)
     if root.tag != "Tarih_Date":
-        raise FxDocumentError(f"TCMB bulletin: root element is <{root.tag}>, expected <Tarih_Date>")
+        raise FxDocumentError(f"{document}: root element is <{root.tag}>, expected <Tarih_Date>")
     try:
         bulletin_date = datetime.strptime(root.get("Tarih", ""), "%d.%m.%Y").date()
     except ValueError:
-        raise FxDocumentError(f"TCMB bulletin: Tarih attribute {root.get('Tarih')!r} is not DD.MM.YYYY") from None
+        raise FxDocumentError(f"{document}: Tarih attribute {root.get('Tarih')!r} is not DD.MM.YYYY") from None
     if expected_date is not None and bulletin_date != expected_date:
         raise FxDocumentError(f"TCMB bulletin fetched for {expected_date.isoformat()} is dated "
                               f"{bulletin_date.isoformat()}")
@@ -139,8 +153,12 @@ def parse_tcmb(data: bytes, expected_date: date | None = None) -> TcmbBulletin:
         buying = _decimal(currency.findtext("ForexBuying"), f"TCMB bulletin {bulletin_date}: {code} ForexBuying")
         if buying is None:
             continue  # no quote for this currency today
+        rate = (buying / int(unit_text)).quantize(RATE_PLACES)
+        if rate <= 0:
+            raise FxDocumentError(f"TCMB bulletin {bulletin_date}: {code} ForexBuying {buying} per Unit {unit_text} "
+                                  "rounds to a zero rate")
         units[code] = int(unit_text)
-        rates[code] = (buying / int(unit_text)).quantize(RATE_PLACES)
+        rates[code] = rate
     return TcmbBulletin(bulletin_date, root.get("Bulten_No", ""), rates, units, sha256(data))
 
 
@@ -149,10 +167,7 @@ _ECB_NS = {"e": "http://www.ecb.int/vocabulary/2002-08-01/eurofxref"}
 
 def parse_ecb(data: bytes) -> list[EcbRates]:
     """Every day of an ECB eurofxref file (daily, 90-day or full history), latest first."""
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise FxDocumentError(f"ECB eurofxref is not well-formed XML: {exc}") from None
+    root = _xml_root(data, "ECB eurofxref")
     digest = sha256(data)
     days = []
     for day_cube in root.findall(".//e:Cube/e:Cube[@time]", _ECB_NS):

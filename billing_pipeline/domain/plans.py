@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..errors import BillingError
 from .catalog_files import CATALOG_DIR, load_catalog
 from .money import minor_units
-from .price_models import PriceModel
+from .price_models import PriceModel, exact_decimal
 
 _PRICE_TAGS = ("per_unit", "graduated", "volume", "package")
 BYTES_PER_GB = 10**9  # decimal GB, as cloud egress is billed
@@ -45,6 +45,17 @@ class MeteredCharge(_Model):
     included: int = Field(default=0, ge=0)
     chain_multipliers: dict[str, Decimal] = Field(default_factory=dict)
 
+    @field_validator("chain_multipliers", mode="before")
+    @classmethod
+    def _exact(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for chain, factor in value.items():
+                try:
+                    exact_decimal(factor)
+                except ValueError as exc:
+                    raise ValueError(f"chain {chain!r}: multiplier {exc}") from None
+        return value
+
     @field_validator("chain_multipliers")
     @classmethod
     def _positive(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -68,6 +79,8 @@ class Plan(_Model):
     charges: tuple[MeteredCharge, ...] = ()
     usage_caps: dict[str, UsageCap] = Field(default_factory=dict)
     minimum_commitment: Decimal | None = None
+
+    _exact_amounts = field_validator("base_fee", "minimum_commitment", mode="before")(exact_decimal)
 
     @field_validator("currency")
     @classmethod

@@ -38,6 +38,15 @@ def _price(value: Decimal) -> Decimal:
     return value
 
 
+def exact_decimal(value: object) -> object:
+    """Before a price or factor becomes a Decimal: an unquoted YAML number with a fraction is a
+    binary float, which may already have lost digits that were written, so it is refused."""
+    if isinstance(value, float):
+        raise ValueError(f"{value!r} is read as a float, which may not hold every digit written; "
+                         'quote the number as written (e.g. "0.00005")')
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +56,7 @@ class Tier(_Model):
     unit_price: Decimal = Decimal(0)
     flat_price: Decimal = Decimal(0)
 
+    _exact_prices = field_validator("unit_price", "flat_price", mode="before")(exact_decimal)
     _check_prices = field_validator("unit_price", "flat_price")(_price)
 
 
@@ -67,6 +77,7 @@ class PerUnit(_Model):
     type: Literal["per_unit"] = "per_unit"
     unit_price: Decimal
 
+    _exact_price = field_validator("unit_price", mode="before")(exact_decimal)
     _check_price = field_validator("unit_price")(_price)
 
 
@@ -89,6 +100,7 @@ class Package(_Model):
     package_size: int = Field(gt=0)
     package_price: Decimal
 
+    _exact_price = field_validator("package_price", mode="before")(exact_decimal)
     _check_price = field_validator("package_price")(_price)
 
 

@@ -22,6 +22,7 @@ class AuditStorageResource(dg.ConfigurableResource):
     retention_years: int = 10
     access_key: str | None = None
     secret_key: str | None = None
+    timeout_seconds: float = 60.0  # how long one S3 request may take before it is retried
 
     @property
     def embedded(self) -> bool:
@@ -30,8 +31,8 @@ class AuditStorageResource(dg.ConfigurableResource):
     @contextmanager
     def open_bucket(self) -> Iterator[AuditBucket]:
         if not self.embedded:
-            yield AuditBucket(self.bucket, self.endpoint_url, self.retention_years,
-                              access_key=self.access_key, secret_key=self.secret_key)
+            yield AuditBucket(self.bucket, self.endpoint_url, self.retention_years, access_key=self.access_key,
+                              secret_key=self.secret_key, timeout_seconds=self.timeout_seconds)
             return
         import logging
 

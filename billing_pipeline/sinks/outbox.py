@@ -49,6 +49,14 @@ def sent(conn: psycopg.Connection, key: str, external_id: str | None, response: 
                  (external_id, Jsonb(response), key))
 
 
+def confirm(conn: psycopg.Connection, key: str, external_id: str, how: str) -> None:
+    """A write left PENDING whose effect the sink has since seen at the provider (found by a lookup,
+    or the object already past that step): SENT, so it is not reported as stuck."""
+    conn.execute("""UPDATE sink_outbox SET status = 'SENT', external_id = %s, response = %s, last_error = NULL,
+                        sent_at = now(), updated_at = now() WHERE idempotency_key = %s AND status = 'PENDING'""",
+                 (external_id, Jsonb({"id": external_id, "found_by": how}), key))
+
+
 def failed(conn: psycopg.Connection, key: str, error: str, definitive: bool) -> None:
     """definitive: the provider refused it (nothing was created); otherwise it stays PENDING, uncertain."""
     conn.execute("""UPDATE sink_outbox SET status = CASE WHEN %s THEN 'FAILED' ELSE status END, last_error = %s,

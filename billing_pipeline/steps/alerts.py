@@ -14,7 +14,10 @@ import time
 
 import httpx
 
+from ..stores.urls import hide_request_paths_in_http_log
+
 SIGNATURE_HEADER = "X-Billing-Signature"
+hide_request_paths_in_http_log()  # a webhook URL (Slack's, say) is itself a credential
 
 
 def signature(body: bytes, secret: str, at: int) -> str:

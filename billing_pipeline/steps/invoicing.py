@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Iterator
 
 from ..domain.invoicing import LIRA, Conversion, InvoiceDraft, draft_invoice
 from ..domain.periods import Period
@@ -76,66 +78,116 @@ def credit_balances(conn, period: Period, terms: dict[str, ContractTerms]) -> di
     return balances
 
 
-def draft_month(db_url: str, period: Period, run_id: str | None = None) -> list[DraftedInvoice]:
-    """Replace the period's DRAFT invoices; issued ones are never touched (a new draft gets v+1)."""
+@dataclass
+class DraftSummary:
+    """What a month's drafting wrote, kept small whatever the number of contracts."""
+
+    invoices: int = 0
+    lines: int = 0
+    totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    largest: list[DraftedInvoice] = field(default_factory=list)  # the 10 largest totals
+    new_versions: list[DraftedInvoice] = field(default_factory=list)  # of issued invoices (the first 50)
+
+    def add(self, drafted: list[DraftedInvoice]) -> None:
+        self.invoices += len(drafted)
+        for i in drafted:
+            self.lines += len(i.draft.lines)
+            self.totals[i.draft.currency] += i.draft.total
+        self.largest = heapq.nlargest(10, self.largest + drafted, key=lambda i: i.draft.total)
+        self.new_versions = (self.new_versions + [i for i in drafted if i.version > 1])[:50]
+
+
+_BATCH = 2_000  # contracts drafted between two writes
+
+
+def _charges_by_contract(conn, period: Period) -> Iterator[tuple[str, list[RatedCharge]]]:
+    """Each contract's rated charges in order, from a server-side cursor (never the whole month at once)."""
+    with conn.cursor(name="rated_charges") as cur:
+        cur.itersize = 20_000
+        cur.execute("""SELECT charge_id, contract_id, kind, chain, meter, description, quantity, unit_price, amount,
+                              currency FROM rated_charges WHERE period_start = %s ORDER BY contract_id, position""",
+                    (period.start,))
+        current, charges = None, []
+        for row in cur:
+            if row[1] != current:
+                if current is not None:
+                    yield current, charges
+                current, charges = row[1], []
+            charges.append(RatedCharge(row[0], row[1], row[2], row[3], row[4], row[5], Decimal(row[6]),
+                                       Decimal(row[7]), Decimal(row[8]), row[9].strip()))
+        if current is not None:
+            yield current, charges
+
+
+def draft_month(db_url: str, period: Period, run_id: str | None = None) -> DraftSummary:
+    """Replace the period's DRAFT invoices; issued ones are never touched (a new draft gets v+1).
+    Contracts stream through in batches, so memory holds one batch whatever their number."""
     with transaction(db_url) as conn:
         _check_rating_is_current(conn, period)
         terms = {t.contract_id: t for t in load_terms(conn, period)}
-        charges: dict[str, list[RatedCharge]] = defaultdict(list)
-        for row in conn.execute(
-            """SELECT charge_id, contract_id, kind, chain, meter, description, quantity, unit_price, amount, currency
-               FROM rated_charges WHERE period_start = %s ORDER BY contract_id, position""", (period.start,)):
-            charges[row[1]].append(RatedCharge(row[0], row[1], row[2], row[3], row[4], row[5], Decimal(row[6]),
-                                               Decimal(row[7]), Decimal(row[8]), row[9].strip()))
         issued_versions = dict(conn.execute(
             "SELECT contract_id, max(version) FROM invoices WHERE period_start = %s AND status <> 'DRAFT' "
             "AND kind = 'INVOICE' GROUP BY 1", (period.start,)).fetchall())
-        in_force = _versions_in_force(conn, period)
         contract_rows = conn.execute("SELECT contract_id, signed_doc_sha256, vat_rate FROM contracts").fetchall()
         doc_hashes = {r[0]: r[1] for r in contract_rows}
         vat_rates = {r[0]: None if r[2] is None else Decimal(r[2]) for r in contract_rows}
         rates = month_rates(conn, period)
-
         credits = credit_balances(conn, period, terms)
         conn.execute("DELETE FROM invoices WHERE period_start = %s AND status = 'DRAFT' AND kind = 'INVOICE'",
                      (period.start,))
-        drafted = []
-        for contract_id in sorted(charges):
-            conversion, problem = _conversion(terms[contract_id], rates, period)
-            current = in_force.get(contract_id)
-            # a new version of an issued invoice keeps the prepaid credit the issue consumed
-            credit = current.credits_applied if current else credits.get(contract_id, Decimal(0))
-            try:
-                draft = draft_invoice(terms[contract_id], charges[contract_id], period, credit, conversion,
-                                      vat_rates.get(contract_id))
-            except ValueError as exc:
-                raise BillingError(f"invoice_drafts {period.label}: {exc}") from None
-            if current is not None and _same_lines(current.lines, draft.lines):
-                continue  # nothing changed since the version in force: no new version, nothing to issue
-            version = issued_versions.get(contract_id, 0) + 1
-            drafted.append(DraftedInvoice(invoice_id(contract_id, period, version), version, draft, problem))
+        summary = DraftSummary()
 
-        with conn.cursor() as cur:
-            cur.executemany(
-                """INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
-                       currency, subtotal, tax_rate, tax, credits_applied, total, contract_doc_sha256, dagster_run_id,
-                       issue_date, source_currency, fx_rate, fx_snapshot_ref, fx_estimated, sink_error, sink_error_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, 'DRAFT', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                           CASE WHEN %s::text IS NULL THEN NULL ELSE now() END)""",
-                [(i.invoice_id, i.draft.contract_id, i.draft.org_id, period.start, period.end, i.version,
-                  i.draft.currency, i.draft.subtotal, i.draft.tax_rate, i.draft.tax, i.draft.credits_applied,
-                  i.draft.total, doc_hashes.get(i.draft.contract_id), run_id, period.end,
-                  *_fx_columns(i.draft), i.problem, i.problem) for i in drafted])
-            with cur.copy("COPY invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,"
-                          " amount, currency, vat_rate, vat_amount, source_amount, source_currency, fx_rate)"
-                          " FROM STDIN") as copy:
-                for i in drafted:
-                    source_currency, fx_rate = _fx_columns(i.draft)[:2]
-                    for line in i.draft.lines:
-                        copy.write_row((i.invoice_id, line.line_no, line.charge_id, line.description, line.quantity,
-                                        line.unit_price, line.amount, i.draft.currency, i.draft.tax_rate,
-                                        line.vat_amount, line.source_amount, source_currency, fx_rate))
-    return drafted
+        def draft_batch(batch: dict[str, list[RatedCharge]]) -> None:
+            in_force = _versions_in_force(conn, period, sorted(batch))
+            drafted = []
+            for contract_id, charges in batch.items():
+                conversion, problem = _conversion(terms[contract_id], rates, period)
+                current = in_force.get(contract_id)
+                # a new version of an issued invoice keeps the prepaid credit the issue consumed
+                credit = current.credits_applied if current else credits.get(contract_id, Decimal(0))
+                try:
+                    draft = draft_invoice(terms[contract_id], charges, period, credit, conversion,
+                                          vat_rates.get(contract_id))
+                except ValueError as exc:
+                    raise BillingError(f"invoice_drafts {period.label}: {exc}") from None
+                if current is not None and _same_lines(current.lines, draft.lines):
+                    continue  # nothing changed since the version in force: no new version, nothing to issue
+                version = issued_versions.get(contract_id, 0) + 1
+                drafted.append(DraftedInvoice(invoice_id(contract_id, period, version), version, draft, problem))
+            _write_drafts(conn, period, drafted, doc_hashes, run_id)
+            summary.add(drafted)
+
+        batch: dict[str, list[RatedCharge]] = {}
+        for contract_id, charges in _charges_by_contract(conn, period):
+            batch[contract_id] = charges
+            if len(batch) >= _BATCH:
+                draft_batch(batch)
+                batch = {}
+        draft_batch(batch)
+    return summary
+
+
+def _write_drafts(conn, period: Period, drafted: list[DraftedInvoice], doc_hashes: dict, run_id: str | None) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
+                   currency, subtotal, tax_rate, tax, credits_applied, total, contract_doc_sha256, dagster_run_id,
+                   issue_date, source_currency, fx_rate, fx_snapshot_ref, fx_estimated, sink_error, sink_error_at)
+               VALUES (%s, %s, %s, %s, %s, %s, 'DRAFT', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                       CASE WHEN %s::text IS NULL THEN NULL ELSE now() END)""",
+            [(i.invoice_id, i.draft.contract_id, i.draft.org_id, period.start, period.end, i.version,
+              i.draft.currency, i.draft.subtotal, i.draft.tax_rate, i.draft.tax, i.draft.credits_applied,
+              i.draft.total, doc_hashes.get(i.draft.contract_id), run_id, period.end,
+              *_fx_columns(i.draft), i.problem, i.problem) for i in drafted])
+        with cur.copy("COPY invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,"
+                      " amount, currency, vat_rate, vat_amount, source_amount, source_currency, fx_rate)"
+                      " FROM STDIN") as copy:
+            for i in drafted:
+                source_currency, fx_rate = _fx_columns(i.draft)[:2]
+                for line in i.draft.lines:
+                    copy.write_row((i.invoice_id, line.line_no, line.charge_id, line.description, line.quantity,
+                                    line.unit_price, line.amount, i.draft.currency, i.draft.tax_rate,
+                                    line.vat_amount, line.source_amount, source_currency, fx_rate))
 
 
 @dataclass(frozen=True)
@@ -145,12 +197,13 @@ class VersionInForce:
     lines: tuple[tuple, ...]  # (charge_id, description, quantity, amount, vat_amount)
 
 
-def _versions_in_force(conn, period: Period) -> dict[str, VersionInForce]:
-    """Per contract, the latest version sent or being sent (not a draft, not voided)."""
+def _versions_in_force(conn, period: Period, contract_ids: list[str]) -> dict[str, VersionInForce]:
+    """Per contract of ``contract_ids``, the latest version sent or being sent (not a draft, not voided)."""
     versions = {r[0]: (r[1], Decimal(r[2])) for r in conn.execute(
         """SELECT DISTINCT ON (contract_id) contract_id, invoice_id, credits_applied FROM invoices
            WHERE period_start = %s AND kind = 'INVOICE' AND status NOT IN ('DRAFT', 'VOID')
-           ORDER BY contract_id, version DESC""", (period.start,))}
+             AND contract_id = ANY(%s)
+           ORDER BY contract_id, version DESC""", (period.start, contract_ids))}
     lines: dict[str, list[tuple]] = defaultdict(list)
     for invoice_id, *line in conn.execute(
             """SELECT invoice_id, charge_id, description, quantity, amount, coalesce(vat_amount, 0)

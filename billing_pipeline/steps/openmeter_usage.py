@@ -9,6 +9,7 @@ Usage is attributed to UTC days (no split at customers' local midnights from thi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -21,8 +22,7 @@ from ..domain.chains import known_chains
 from ..errors import BillingError, MissingDataError
 from ..stores.meter_sql import MeterSet
 from ..stores.openmeter import OpenMeterClient
-from .usage import (QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary, rollup_schema, summarize,
-                    write_rollups)
+from .usage import QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary, rollup_schema, write_rollups
 
 GROUP_BY = ["project_id", "chain"]
 
@@ -56,7 +56,7 @@ def collect_from_openmeter(client: OpenMeterClient, meters: MeterSet, start: dat
     for (day, org, project, chain), by_meter in sorted(values.items()):
         requests = by_meter.get("requests", 0)
         if not org or not project or chain not in chains:
-            reason = "missing org_id" if not org else "missing project_id" if not project else "unknown chain"
+            reason = "missing_org_id" if not org else "missing_project_id" if not project else "unknown_chain"
             quarantined.append({"day": day, "reason": reason, "org_id": org, "project_id": project, "chain": chain,
                                 "raw_rows": requests})
         elif requests:
@@ -102,6 +102,5 @@ def roll_up_from_openmeter(client: OpenMeterClient, db_url: str, start: datetime
     meters = meters or MeterSet.load()
     t0 = time.perf_counter()
     collected = collect_from_openmeter(client, meters, start, end, allow_empty_days)
-    t1 = time.perf_counter()
-    write_rollups(db_url, start.date(), end.date(), collected, meters, run_id)
-    return summarize(start, end, collected, {"openmeter": t1 - t0, "postgres": time.perf_counter() - t1})
+    collected = dataclasses.replace(collected, seconds=time.perf_counter() - t0)
+    return write_rollups(db_url, start, end, [collected], meters, run_id)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from typing import Iterator
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -45,20 +47,28 @@ class OverlappingContractsError(BillingError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass
 class RatingSummary:
+    """What a month's rating wrote, kept small whatever the number of contracts: the charges
+    themselves stream into rated_charges and are not held."""
+
     period: Period
-    contracts: int
-    charges: list[RatedCharge]
-    alerts: list[UsageAlert]
-    unrated_requests: int
-    unrated_orgs: list[str]
+    contracts: int = 0
+    charge_count: int = 0
+    totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # unrounded, per currency
+    largest: list[RatedCharge] = field(default_factory=list)  # the 10 largest charges
+    alerts: list[UsageAlert] = field(default_factory=list)
+    unrated_requests: int = 0
+    unrated_orgs: list[str] = field(default_factory=list)
+
+    def add(self, charges: list[RatedCharge]) -> None:
+        self.charge_count += len(charges)
+        for c in charges:
+            self.totals[c.currency] += c.amount
+        self.largest = heapq.nlargest(10, self.largest + charges, key=lambda c: c.amount)
 
     def totals_by_currency(self) -> dict[str, Decimal]:
-        totals: dict[str, Decimal] = defaultdict(Decimal)
-        for c in self.charges:
-            totals[c.currency] += c.amount
-        return dict(sorted(totals.items()))
+        return dict(sorted(self.totals.items()))
 
 
 def load_terms(conn: psycopg.Connection, period: Period, plans: dict[str, Plan] | None = None) -> list[ContractTerms]:
@@ -167,29 +177,67 @@ def _discounts(conn: psycopg.Connection, period: Period) -> dict[str, tuple[Disc
     return {k: tuple(v) for k, v in found.items()}
 
 
-def _rate_all(conn: psycopg.Connection, period: Period, meters: MeterSet, terms: list[ContractTerms],
-              plans: dict[str, Plan]) -> list[ContractMonth]:
+def _monthly_usage(conn: psycopg.Connection, period: Period, meters: MeterSet) -> Iterator[tuple[str, dict]]:
+    """(contract, {(meter, chain): month total}) one contract at a time, from a server-side cursor:
+    the month's totals of 100k contracts never sit in memory together."""
+    additive = [m for m in meters.meters if m.additive]
+    with conn.cursor(name="monthly_usage") as cur:
+        cur.itersize = 20_000
+        cur.execute(_usage_query(meters, False) + sql.SQL(" ORDER BY 1"),
+                    {"start": period.start, "end": period.end, "only": None})
+        current, usage = None, {}
+        for contract_id, _day, chain, *values in cur:
+            if contract_id != current:
+                if current is not None:
+                    yield current, usage
+                current, usage = contract_id, {}
+            for meter, value in zip(additive, values):
+                usage[(meter.slug, chain)] = int(value)
+        if current is not None:
+            yield current, usage
+
+
+def _rated_months(conn: psycopg.Connection, period: Period, meters: MeterSet, terms: list[ContractTerms],
+                  plans: dict[str, Plan]) -> Iterator[ContractMonth]:
+    """Each contract's month, rated as its usage streams in. Amended and non-UTC contracts (few)
+    are rated from per-day usage; every other one from its month totals."""
     add_meter_columns(conn, meters)
     add_meter_columns(conn, meters, "usage_before_local_midnight")
     amendments = _amendments(conn, period, plans)
     discounts = _discounts(conn, period)
     zoned = sorted(t.contract_id for t in terms if _zoned(t))
     by_day = {t.contract_id for t in terms if t.contract_id in amendments} | set(zoned)
-    monthly = _usage(conn, period, meters)
     daily = _usage(conn, period, meters, by_day_for=sorted(by_day)) if by_day else {}
     before = _usage(conn, period, meters, by_day_for=zoned, table="usage_before_local_midnight") if zoned else {}
-    months = []
-    for t in terms:
-        if t.contract_id in by_day:
-            days = daily.get(t.contract_id, {})
+    pending = {t.contract_id: t for t in terms}
+    for contract_id, usage in _monthly_usage(conn, period, meters):
+        if contract_id in by_day or contract_id not in pending:
+            continue
+        yield rate_contract_month(pending.pop(contract_id), usage, period, discounts.get(contract_id, ()))
+    for contract_id, t in sorted(pending.items()):  # per-day contracts, and those without usage
+        if contract_id in by_day:
+            days = daily.get(contract_id, {})
             if _zoned(t):
-                days = to_local_days(days, before.get(t.contract_id, {}), t.timezone)
-            parts = attach_usage(split_month(t, amendments.get(t.contract_id, []), period), days)
-            months.append(rate_month_parts(parts, period, discounts.get(t.contract_id, ())))
+                days = to_local_days(days, before.get(contract_id, {}), t.timezone)
+            parts = attach_usage(split_month(t, amendments.get(contract_id, []), period), days)
+            yield rate_month_parts(parts, period, discounts.get(contract_id, ()))
         else:
-            usage = monthly.get(t.contract_id, {}).get(None, {})
-            months.append(rate_contract_month(t, usage, period, discounts.get(t.contract_id, ())))
-    return months
+            yield rate_contract_month(t, {}, period, discounts.get(contract_id, ()))
+
+
+_COPY_BATCH = 2_000  # contracts rated between two COPYs into rated_charges
+
+
+def _write_charges(conn: psycopg.Connection, period: Period, months: list[ContractMonth], run_id: str | None) -> None:
+    with conn.cursor().copy(
+        "COPY rated_charges (period_start, charge_id, contract_id, position, kind, chain, meter, description,"
+        " quantity, unit_price, amount, currency, details, dagster_run_id) FROM STDIN"
+    ) as copy:
+        for month in months:
+            for position, c in enumerate(month.charges, start=1):
+                copy.write_row((period.start, c.charge_id, c.contract_id, position, c.kind, c.chain, c.meter,
+                                c.description, c.quantity, c.unit_price, c.amount, c.currency,
+                                json.dumps(c.details), run_id))
 
 
 def _check_priced_meters(terms: list[ContractTerms], meters: MeterSet) -> None:
@@ -217,26 +265,23 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
                 f"missing partition(s): {', '.join(d.isoformat() for d in missing)}"
             )
         _check_priced_meters(terms, meters)
-        months = _rate_all(conn, period, meters, terms, plans)
-        charges = [c for m in months for c in m.charges]
-        alerts = [a for m in months for a in m.alerts]
-
         conn.execute("DELETE FROM rated_charges WHERE period_start = %s", (period.start,))
         conn.execute("DELETE FROM unrated_usage WHERE period_start = %s", (period.start,))
         conn.execute("DELETE FROM usage_alerts WHERE period_start = %s", (period.start,))
-        with conn.cursor().copy(
-            "COPY rated_charges (period_start, charge_id, contract_id, position, kind, chain, meter, description,"
-            " quantity, unit_price, amount, currency, details, dagster_run_id) FROM STDIN"
-        ) as copy:
-            position: dict[str, int] = defaultdict(int)
-            for c in charges:
-                position[c.contract_id] += 1
-                copy.write_row((period.start, c.charge_id, c.contract_id, position[c.contract_id], c.kind, c.chain,
-                                c.meter, c.description, c.quantity, c.unit_price, c.amount, c.currency, json.dumps(c.details), run_id))
+        summary = RatingSummary(period, contracts=len(terms))
+        batch: list[ContractMonth] = []
+        for month in _rated_months(conn, period, meters, terms, plans):
+            summary.add(month.charges)
+            summary.alerts += month.alerts
+            batch.append(month)
+            if len(batch) >= _COPY_BATCH:
+                _write_charges(conn, period, batch, run_id)
+                batch = []
+        _write_charges(conn, period, batch, run_id)
         with conn.cursor() as cur:
             cur.executemany("""INSERT INTO usage_alerts (period_start, contract_id, meter, level, cap, used)
                                VALUES (%s, %s, %s, %s, %s, %s)""",
-                            [(period.start, a.contract_id, a.meter, a.level, a.cap, a.used) for a in alerts])
+                            [(period.start, a.contract_id, a.meter, a.level, a.cap, a.used) for a in summary.alerts])
         # Usage no contract covers is kept and counted, never dropped.
         unrated = conn.execute(
             f"""INSERT INTO unrated_usage (period_start, org_id, chain, requests, bytes_out, reason)
@@ -254,6 +299,7 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
                ON CONFLICT (period_start) DO UPDATE SET contracts = EXCLUDED.contracts, charges = EXCLUDED.charges,
                    unrated_requests = EXCLUDED.unrated_requests, dagster_run_id = EXCLUDED.dagster_run_id,
                    rated_at = EXCLUDED.rated_at""",
-            (period.start, len(terms), len(charges), unrated_requests, run_id))
-    return RatingSummary(period, len(terms), charges, alerts, unrated_requests, sorted({r[0] for r in unrated}))
+            (period.start, len(terms), summary.charge_count, unrated_requests, run_id))
+    summary.unrated_requests, summary.unrated_orgs = unrated_requests, sorted({r[0] for r in unrated})
+    return summary
 

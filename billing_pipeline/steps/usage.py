@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -109,8 +111,9 @@ def subtract_duplicates(deliveries: pa.Table, duplicates: pa.Table, meters: Mete
                else joined.column(c) for c in schema.names]
     result = pa.Table.from_arrays(columns, schema=schema)
     result = result.filter(pc.greater(result.column("requests"), 0))
-    expected = pc.sum(deliveries.column("requests")).as_py() - pc.sum(duplicates.column("requests")).as_py()
-    if joined.num_rows != deliveries.num_rows or pc.sum(result.column("requests")).as_py() != expected:
+    # (the sum of no rows is null: a day whose every delivery was a copy leaves nothing)
+    expected = (pc.sum(deliveries.column("requests")).as_py() or 0) - (pc.sum(duplicates.column("requests")).as_py() or 0)
+    if joined.num_rows != deliveries.num_rows or (pc.sum(result.column("requests")).as_py() or 0) != expected:
         raise RollupConsistencyError(
             "duplicate copies do not match the delivered keys; did requests_raw change during the rollup? re-run it")
     return result
@@ -156,6 +159,7 @@ class CollectedUsage:
     before_local_midnight: pa.Table
     source_engine: str
     source_query_sha256: str
+    seconds: float = 0.0  # spent reading it from the source
 
 
 def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime, *,
@@ -163,53 +167,129 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
                   run_id: str | None = None, meters: MeterSet | None = None) -> RollupSummary:
     """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically.
 
-    Every declared meter is computed in the same queries (catalog/meters.yaml by default)."""
-    t0 = time.perf_counter()
+    The window is streamed a few UTC days at a time (CHUNK_DAYS): ClickHouse aggregates the next
+    chunk while PostgreSQL takes in the current one, so memory holds two chunks whatever the window
+    or the number of customers. A copy of a request is recognised when it comes within
+    dedup_lookback_hours of the first delivery (or anywhere earlier in the same chunk). Every
+    declared meter is computed in the same queries (catalog/meters.yaml by default)."""
     meters = meters or MeterSet.load()
-    params = {"window_start": start, "window_end": end, "dedup_lookback_hours": dedup_lookback_hours,
-              "known_chains": list(known_chains()), **meters.parameters()}
+    params = {"dedup_lookback_hours": dedup_lookback_hours, "known_chains": list(known_chains()),
+              **meters.parameters()}
     expected = _days(start.date(), end.date())
-    source = store.query_arrow(sql_text("usage_source_totals"), params).to_pylist()
+    source = store.query_arrow(sql_text("usage_source_totals"),
+                               {**params, "window_start": start, "window_end": end}).to_pylist()
     if not allow_empty_days:
         _check_no_missing_days(expected, {row["day"] for row in source})
+    zones = billing_timezones(db_url, start.date(), end.date())
+    source_by_day = {row["day"]: row for row in source}
 
+    def collect(window: tuple[datetime, datetime]) -> CollectedUsage:
+        days = _days(window[0].date(), window[1].date())
+        return collect_usage(store, meters, {**params, "window_start": window[0], "window_end": window[1]}, zones,
+                             [source_by_day.get(d, {"day": d, "raw_rows": 0, "quarantined_rows": 0}) for d in days])
+
+    return write_rollups(db_url, start, end, prefetched(collect, chunks(start, end)), meters, run_id)
+
+
+# Days ClickHouse aggregates per query. Fewer means less memory; more means the 24 h read before
+# each chunk for copies of its requests, and each query's fixed cost, are spread over more days.
+CHUNK_DAYS = 4
+
+
+def chunks(start: datetime, end: datetime, days: int = CHUNK_DAYS) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into windows of ``days`` UTC days (the last may be shorter)."""
+    windows, first = [], start
+    while first < end:
+        following = min(end, datetime.combine(first.date() + timedelta(days=days), datetime.min.time(),
+                                              tzinfo=start.tzinfo))
+        windows.append((first, following))
+        first = following
+    return windows
+
+
+def collect_usage(store: UsageStore, meters: MeterSet, params: dict, zones: dict[str, str],
+                  source: list[dict]) -> CollectedUsage:
+    """One window's rollups, quarantine and local-midnight split, read from ClickHouse."""
+    t0 = time.perf_counter()
+    days = _days(params["window_start"].date(), params["window_end"].date())
     deliveries_sql = meters.deliveries_sql(sql_text("usage_rollups"))
     duplicates_sql = meters.duplicates_sql(sql_text("usage_duplicates"))
     rollups = subtract_duplicates(store.query_arrow(deliveries_sql, params),
                                   store.query_arrow(duplicates_sql, params), meters)
-    zones = billing_timezones(db_url, start.date(), end.date())
-    collected = CollectedUsage(
-        rollups, _day_totals(expected, source, rollups),
+    return CollectedUsage(
+        rollups, _day_totals(days, source, rollups),
         store.query_arrow(sql_text("usage_quarantine"), params).select(QUARANTINE_COLUMNS),
-        _before_local_midnight(store, meters, params, zones, expected),
-        store.engine, sql_sha256(deliveries_sql + duplicates_sql))
-    t1 = time.perf_counter()
-    write_rollups(db_url, start.date(), end.date(), collected, meters, run_id)
-    t2 = time.perf_counter()
-    return summarize(start, end, collected, {"clickhouse": t1 - t0, "postgres": t2 - t1})
+        _before_local_midnight(store, meters, params, zones, days),
+        store.engine, sql_sha256(deliveries_sql + duplicates_sql), time.perf_counter() - t0)
 
 
-def summarize(start: datetime, end: datetime, collected: CollectedUsage, seconds: dict) -> RollupSummary:
-    rollups = collected.rollups
-    top = rollups.group_by(["org_id", "chain"]).aggregate([("requests", "sum"), ("bytes_out", "sum")])
-    top = top.sort_by([("requests_sum", "descending")]).slice(0, 10)
-    return RollupSummary(start.date(), end.date(), rollups.num_rows, collected.days, top, collected.source_engine,
-                         collected.source_query_sha256, seconds)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-def write_rollups(db_url: str, start: date, end: date, collected: CollectedUsage, meters: MeterSet,
-                  run_id: str | None) -> None:
-    """Replace [start, end) of every rollup table in one transaction."""
+def prefetched(work: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """work(item) for each item in order, the next one computed in a worker thread while the caller
+    consumes the current one (ClickHouse aggregates day N+1 while PostgreSQL copies day N)."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollup-prefetch") as pool:
+        pending = pool.submit(work, items[0])
+        for following in items[1:] + [None]:
+            current = pending.result()
+            pending = pool.submit(work, following) if following is not None else None
+            try:
+                yield current
+            except GeneratorExit:
+                if pending is not None:
+                    pending.cancel()
+                raise
+
+
+class _Preview:
+    """The window's top org-chains by requests, kept as running sums (one row per org and chain)."""
+
+    def __init__(self) -> None:
+        self.sums: pa.Table | None = None
+
+    def add(self, rollups: pa.Table) -> None:
+        part = rollups.select(["org_id", "chain", "requests", "bytes_out"])
+        if self.sums is not None:
+            part = pa.concat_tables([self.sums.rename_columns(part.column_names), part])
+        self.sums = part.group_by(["org_id", "chain"]).aggregate([("requests", "sum"), ("bytes_out", "sum")])
+
+    def top(self, n: int = 10) -> pa.Table:
+        if self.sums is None:
+            return pa.table({"org_id": pa.array([], pa.string()), "chain": pa.array([], pa.string()),
+                             "requests_sum": pa.array([], pa.int64()), "bytes_out_sum": pa.array([], pa.int64())})
+        return self.sums.sort_by([("requests_sum", "descending"), ("org_id", "ascending"),
+                                  ("chain", "ascending")]).slice(0, n)
+
+
+def write_rollups(db_url: str, start: datetime, end: datetime, chunks: Iterable[CollectedUsage], meters: MeterSet,
+                  run_id: str | None) -> RollupSummary:
+    """Replace [start, end) of every rollup table in one transaction, chunk by chunk as they come."""
+    t0 = time.perf_counter()
+    days, rows, preview, engine, query_sha = [], 0, _Preview(), "", ""
+    read_seconds = write_seconds = 0.0
     with transaction(db_url) as conn:
         add_meter_columns(conn, meters)
         add_meter_columns(conn, meters, "usage_before_local_midnight")
-        partitions = clear_rollups(conn, start, end)
+        partitions = clear_rollups(conn, start.date(), end.date())
         for table in ("usage_rollup_days", "quarantined_usage", "usage_before_local_midnight"):
             conn.execute(sql.SQL("DELETE FROM {} WHERE day >= %s AND day < %s").format(sql.Identifier(table)),
-                         (start, end))
-        copy_arrow(conn, "usage_rollups", collected.rollups)
-        copy_arrow(conn, "quarantined_usage", collected.quarantined)
-        copy_arrow(conn, "usage_before_local_midnight", collected.before_local_midnight)
+                         (start.date(), end.date()))
+        for chunk in chunks:
+            t = time.perf_counter()
+            copy_arrow(conn, "usage_rollups", chunk.rollups)
+            copy_arrow(conn, "quarantined_usage", chunk.quarantined)
+            copy_arrow(conn, "usage_before_local_midnight", chunk.before_local_midnight)
+            write_seconds += time.perf_counter() - t
+            read_seconds += chunk.seconds
+            days += chunk.days
+            rows += chunk.rollups.num_rows
+            preview.add(chunk.rollups)
+            engine, query_sha = chunk.source_engine, chunk.source_query_sha256
+        t = time.perf_counter()
         for partition in partitions:
             # Fresh statistics, so rating plans a hash join over a month of rows, not a spilling sort.
             conn.execute(sql.SQL("ANALYZE {}").format(partition))
@@ -219,8 +299,11 @@ def write_rollups(db_url: str, start: date, end: date, collected: CollectedUsage
                        bytes_out, source_engine, source_query_sha256, dagster_run_id)
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                 [(t.day, t.raw_rows, t.duplicate_rows, t.quarantined_rows, t.requests, t.bytes_out,
-                  collected.source_engine, collected.source_query_sha256, run_id) for t in collected.days],
+                  engine, query_sha, run_id) for t in days],
             )
+        write_seconds += time.perf_counter() - t
+    return RollupSummary(start.date(), end.date(), rows, days, preview.top(), engine, query_sha,
+                         {"source": read_seconds, "postgres": write_seconds, "wall": time.perf_counter() - t0})
 
 
 def _months(start: date, end: date) -> list[tuple[date, date]]:

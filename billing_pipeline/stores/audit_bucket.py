@@ -4,13 +4,29 @@ Object Lock in COMPLIANCE mode, every upload read back and checked before it cou
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..domain.audit import Blob, sha256_hex
 from ..errors import BillingError, StoreUnavailableError
+
+
+_CHUNK = 1 << 20
+
+
+@contextmanager
+def _opened(data: Blob) -> Iterator[BinaryIO | bytes]:
+    if isinstance(data, Path):
+        with data.open("rb") as f:
+            yield f
+    else:
+        yield data
 
 
 class AuditStorageError(BillingError):
@@ -19,20 +35,28 @@ class AuditStorageError(BillingError):
 
 class AuditBucket:
     def __init__(self, bucket: str, endpoint_url: str | None = None, retention_years: int = 10,
-                 region: str = "us-east-1", access_key: str | None = None, secret_key: str | None = None):
+                 region: str = "us-east-1", access_key: str | None = None, secret_key: str | None = None,
+                 timeout_seconds: float = 60.0):
         self.bucket, self.retention_years = bucket, retention_years
         self.endpoint_url = endpoint_url
         self._s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key,
                                 aws_secret_access_key=secret_key,
-                                config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10))
+                                config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                              connect_timeout=min(10.0, timeout_seconds), read_timeout=timeout_seconds))
 
     def _call(self, what: str, fn, **kwargs):
         try:
             return fn(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "?")
-            raise AuditStorageError(f"S3 {what} on bucket {self.bucket!r} refused: {code}: "
-                                    f"{exc.response.get('Error', {}).get('Message', '')}") from None
+            message = exc.response.get("Error", {}).get("Message", "")
+            meta = exc.response.get("ResponseMetadata", {})
+            status = meta.get("HTTPStatusCode") or 0
+            if status >= 500 or status == 429:  # a throttled or failing server, not a refusal: worth a re-run
+                raise StoreUnavailableError(
+                    f"S3 at {self.endpoint_url or 'AWS'} unavailable during {what}: HTTP {status} {code}: {message} "
+                    f"(after {meta.get('RetryAttempts', 0) + 1} attempts)") from None
+            raise AuditStorageError(f"S3 {what} on bucket {self.bucket!r} refused: {code}: {message}") from None
         except BotoCoreError as exc:
             raise StoreUnavailableError(f"S3 at {self.endpoint_url or 'AWS'} unreachable during {what}: {exc}") from None
 
@@ -51,20 +75,25 @@ class AuditBucket:
         if versioning.get("Status") != "Enabled":
             raise AuditStorageError(f"bucket {self.bucket!r} is not versioned")
 
-    def upload(self, prefix: str, objects: dict[str, bytes]) -> dict[str, str]:
+    def upload(self, prefix: str, objects: dict[str, Blob]) -> dict[str, str]:
         """Put every object locked in COMPLIANCE mode, read each back, and return name -> version id
-        only if every byte came back as sent."""
+        only if every byte came back as sent. Objects in files are streamed, never loaded whole."""
         self.check_locked()
         until = datetime.now(timezone.utc) + timedelta(days=365 * self.retention_years + self.retention_years // 4)
         versions = {}
         for name, data in sorted(objects.items()):
-            put = self._call("PutObject", self._s3.put_object, Bucket=self.bucket, Key=f"{prefix}/{name}", Body=data,
-                             ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until, ChecksumAlgorithm="SHA256")
+            with _opened(data) as body:
+                put = self._call("PutObject", self._s3.put_object, Bucket=self.bucket, Key=f"{prefix}/{name}",
+                                 Body=body, ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
+                                 ChecksumAlgorithm="SHA256")
             versions[name] = put["VersionId"]
         for name, data in objects.items():
             got = self._call("GetObject", self._s3.get_object, Bucket=self.bucket, Key=f"{prefix}/{name}",
                              VersionId=versions[name])
-            if hashlib.sha256(got["Body"].read()).digest() != hashlib.sha256(data).digest():
+            digest = hashlib.sha256()
+            for chunk in got["Body"].iter_chunks(_CHUNK):
+                digest.update(chunk)
+            if digest.hexdigest() != sha256_hex(data):
                 raise AuditStorageError(f"{prefix}/{name}: the stored object differs from what was uploaded")
             if got.get("ObjectLockMode") != "COMPLIANCE":
                 raise AuditStorageError(f"{prefix}/{name}: stored without a COMPLIANCE lock")
@@ -76,14 +105,23 @@ class AuditBucket:
         version = self.upload(prefix, {name: data})[name]
         return f"s3://{self.bucket}/{key}?versionId={version}"
 
-    def download(self, prefix: str) -> tuple[dict[str, bytes], dict[str, str]]:
-        """The latest version of every object under the prefix, and their version ids."""
+    def download(self, prefix: str, directory: Path | None = None) -> tuple[dict[str, Blob], dict[str, str]]:
+        """The latest version of every object under the prefix, and their version ids: in memory,
+        or streamed into files in ``directory`` (for snapshots too big to hold)."""
         listing = self._call("ListObjectsV2", self._s3.list_objects_v2, Bucket=self.bucket, Prefix=f"{prefix}/")
-        objects, versions = {}, {}
+        objects: dict[str, Blob] = {}
+        versions = {}
         for item in listing.get("Contents", []):
             got = self._call("GetObject", self._s3.get_object, Bucket=self.bucket, Key=item["Key"])
             name = item["Key"][len(prefix) + 1:]
-            objects[name], versions[name] = got["Body"].read(), got.get("VersionId", "")
+            versions[name] = got.get("VersionId", "")
+            if directory is None:
+                objects[name] = got["Body"].read()
+                continue
+            objects[name] = directory / name
+            with objects[name].open("wb") as out:
+                for chunk in got["Body"].iter_chunks(_CHUNK):
+                    out.write(chunk)
         return objects, versions
 
     def delete_version(self, prefix: str, name: str, version_id: str) -> None:

@@ -24,14 +24,29 @@ import pyarrow.parquet as pq
 
 from .. import settings
 from ..errors import ConfigError, StoreUnavailableError
-from .urls import redact
+from .urls import ambiguous_url_message, redact, userinfo_is_ambiguous
 
 log = logging.getLogger(__name__)
 
 
+_INCLUDE = re.compile(r"/\* include (\w+) \*/")
+
+
 def sql_text(name: str) -> str:
-    """A named SQL file shipped with the package (billing_pipeline/stores/sql/<name>.sql)."""
-    return resources.files(__package__).joinpath("sql", f"{name}.sql").read_text()
+    """A named SQL file shipped with the package (billing_pipeline/stores/sql/<name>.sql).
+
+    ``/* include <other> */`` is replaced by that file's expression (its leading ``--`` comment
+    lines dropped), so a rule several queries share, such as which raw rows are quarantined, is
+    written once."""
+    text = resources.files(__package__).joinpath("sql", f"{name}.sql").read_text()
+    return _INCLUDE.sub(lambda m: _expression(m.group(1)), text)
+
+
+def _expression(name: str) -> str:
+    lines = sql_text(name).splitlines()
+    while lines and lines[0].lstrip().startswith("--"):
+        lines.pop(0)
+    return "\n".join(lines).strip()
 
 
 def sql_sha256(sql: str) -> str:
@@ -121,6 +136,12 @@ class ChdbStore:
         """chdb sessions live for the process; closing one would break other users in it."""
 
 
+def release_chdb_sessions() -> None:
+    """Close this process's chdb session, so another process can open its data directory."""
+    for key in list(_chdb_sessions):
+        _chdb_sessions.pop(key).close()
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc)
     errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
@@ -141,6 +162,8 @@ class ClickHouseServerStore:
         import clickhouse_connect
         from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
+        if userinfo_is_ambiguous(self.url):
+            raise ConfigError(ambiguous_url_message(settings.CLICKHOUSE_URL_ENV))
         if urlsplit(self.url).scheme not in ("http", "https", "clickhouse", "clickhouses"):
             raise ConfigError(f"{settings.CLICKHOUSE_URL_ENV}={redact(self.url)!r} is not a ClickHouse URL; "
                               "expected http(s)://host:8123[/database]")

@@ -16,7 +16,7 @@ import psycopg
 
 from .. import settings
 from ..errors import BillingError, ConfigError, StoreUnavailableError
-from .urls import redact
+from .urls import ambiguous_url_message, redact, userinfo_is_ambiguous
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ def dagster_database_url(billing_url: str) -> str:
 
 
 def connect(url: str, setting: str = settings.DATABASE_URL_ENV, **kwargs) -> psycopg.Connection:
+    if userinfo_is_ambiguous(url):  # libpq would name part of the password as the host or the database
+        raise ConfigError(ambiguous_url_message(setting))
     try:
         return psycopg.connect(url, connect_timeout=10, **kwargs)
     except psycopg.ProgrammingError as exc:

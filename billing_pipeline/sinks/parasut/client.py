@@ -17,13 +17,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import httpx
 
 from ...stores.postgres import connect
+from ...stores.urls import hide_request_paths_in_http_log
 from ..rate_limit import TokenBucket
 
 JSONAPI = "application/vnd.api+json"
+hide_request_paths_in_http_log()  # a PDF's signed link is a credential for an hour
 OOB = "urn:ietf:wg:oauth:2.0:oob"
 
 
@@ -70,6 +73,15 @@ def _detail(response: httpx.Response) -> str:
     if errors:
         return "; ".join(str(e.get("detail") or e.get("title")) for e in errors)[:500]
     return str(body.get("error") if isinstance(body, dict) else body)[:300]
+
+
+def _named(url: str) -> str:
+    """A request as messages name it: its API path; a file link only by its host (a signed link's
+    path and query are its credential)."""
+    if "/v4" in url:
+        return url.split("/v4", 1)[-1]
+    parts = urlsplit(url)
+    return parts.path if parts.path.endswith("/oauth/token") else f"file link on {parts.netloc}"
 
 
 class ParasutClient:
@@ -167,11 +179,10 @@ class ParasutClient:
                     with self._count_lock:
                         self.throttled += 1
             if sent and not repeatable:
-                raise ParasutUnavailable(f"Parasut {method} {url.split('/v4', 1)[-1]}: {reason} after it may have "
-                                         "been applied")
+                raise ParasutUnavailable(f"Parasut {method} {_named(url)}: {reason} after it may have been applied")
             if attempt == self.attempts:
-                raise ParasutUnavailable(f"Parasut {method} {url.split('/v4', 1)[-1]} still failing after "
-                                         f"{attempt} attempts: {reason}")
+                raise ParasutUnavailable(f"Parasut {method} {_named(url)} still failing after {attempt} attempts: "
+                                         f"{reason}")
             with self._count_lock:
                 self.retried += 1
             delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)

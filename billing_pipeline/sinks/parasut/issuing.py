@@ -197,9 +197,14 @@ def ensure_contact(conn, client: ParasutClient, inv: TurkishInvoice) -> str:
         found = client.request("GET", "/contacts", params={"filter[tax_number]": inv.tax_number.strip()})["data"]
         return found[0]["id"] if found else None
 
-    contact_id = by_tax_number() or _send(
-        conn, client, f"parasut:contact:{inv.org_id}:{inv.tax_number.strip()}", None, "/contacts",
-        {"data": {"type": "contacts", "attributes": contact_attributes(inv)}}, lookup=by_tax_number)[0]
+    key = f"parasut:contact:{inv.org_id}:{inv.tax_number.strip()}"
+    contact_id = by_tax_number()
+    if contact_id:
+        outbox.confirm(conn, key, contact_id, "tax number")  # a create an earlier run left uncertain
+    else:
+        contact_id = _send(conn, client, key, None, "/contacts",
+                           {"data": {"type": "contacts", "attributes": contact_attributes(inv)}},
+                           lookup=by_tax_number)[0]
     conn.execute("""INSERT INTO parasut_contacts (org_id, contact_id, tax_number) VALUES (%s, %s, %s)
                     ON CONFLICT (org_id) DO UPDATE SET contact_id = EXCLUDED.contact_id,
                         tax_number = EXCLUDED.tax_number, synced_at = now()""",
@@ -242,7 +247,10 @@ def issue_invoice(conn, client: ParasutClient, inv: TurkishInvoice, storage, pol
 
     # a sales invoice made just now has no e-document; one made before may (a re-run, a crash)
     document = None if how == "created" else _active_document(client, sales_invoice_id)
-    if document is None:
+    if document is not None:  # made by an earlier run, perhaps one whose answer was lost
+        outbox.confirm(conn, f"parasut:{inv.invoice_id}:e_document", f"{document['type']}:{document['id']}",
+                       "linked to the sales invoice")
+    else:
         inboxes = client.request("GET", "/e_invoice_inboxes", params={"filter[vkn]": inv.tax_number.strip()})["data"]
         if inboxes:
             path, relation = "/e_invoices", "invoice"

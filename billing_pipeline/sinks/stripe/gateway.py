@@ -81,8 +81,10 @@ class StripeGateway:
                     raise StripeRefused(method, path, status, getattr(error, "code", None) or exc.code,
                                         getattr(error, "message", None) or exc.user_message or str(exc)) from None
                 if attempt == self.retry.attempts:
+                    # one line: the SDK's network message spans several, and it lands in a check's table
+                    detail = " ".join(str(exc.user_message or exc).split())
                     raise StripeUnavailable(f"Stripe {method.upper()} {path} still failing after {attempt} attempts: "
-                                            f"{type(exc).__name__} HTTP {status} {exc.user_message or exc}") from None
+                                            f"{type(exc).__name__} HTTP {status} {detail}") from None
             with self._lock:
                 self.retried += 1
             delay = min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempt - 1))

@@ -177,6 +177,7 @@ def ensure_customer(conn: psycopg.Connection, gateway: StripeGateway, org_id: st
         if found:
             oldest = min(found, key=lambda c: (c.get("created", 0), c["id"]))
             customer_id, metadata = oldest["id"], oldest.get("metadata") or {}
+            outbox.confirm(conn, customer_key(org_id, "create"), customer_id, "search")  # a create left uncertain
         else:
             created = _send(conn, gateway, StripeRequest("create_customer", "post", "/v1/customers", params,
                                                          customer_key(org_id, "create")), None)
@@ -233,6 +234,8 @@ def issue_invoice(conn: psycopg.Connection, gateway: StripeGateway, inv: Issuabl
         current = _send(conn, gateway, plan.finalize, inv.invoice_id)
     elif current["status"] not in FINALIZED:
         raise StripeMismatch(f"invoice {inv.invoice_id}: Stripe invoice {stripe_invoice_id} is {current['status']}")
+    else:  # finalized by an earlier attempt whose answer was lost
+        outbox.confirm(conn, plan.finalize.idempotency_key, stripe_invoice_id, "invoice already finalized")
     record_issued(conn, inv.invoice_id, current)
     return stripe_invoice_id
 

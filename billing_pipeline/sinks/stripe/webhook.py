@@ -2,7 +2,9 @@
 
 Stripe signs each delivery: header ``Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
 "<t>.<body>" with the endpoint secret>``. A delivery whose signature does not match, or whose
-timestamp is more than 300 s away, is refused with 400 before anything is read from it.
+timestamp is more than 300 s away, is refused with 400 before anything is read from it; so is a
+signed body that is not UTF-8, not JSON, or not shaped like an event (id, type, created and a
+data.object), naming what is wrong, instead of failing inside the handler.
 """
 
 from __future__ import annotations
@@ -27,10 +29,34 @@ def verified_event(payload: bytes, signature_header: str | None, secret: str) ->
     if not signature_header:
         raise WebhookRejected("missing Stripe-Signature header")
     try:
-        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature_header, secret, TOLERANCE_SECONDS)
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WebhookRejected(f"payload is not UTF-8: byte 0x{payload[exc.start]:02x} at offset {exc.start}") from None
+    try:
+        stripe.WebhookSignature.verify_header(text, signature_header, secret, TOLERANCE_SECONDS)
     except stripe.SignatureVerificationError as exc:
         raise WebhookRejected(f"signature check failed: {exc.user_message or exc}") from None
-    return json.loads(payload)
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WebhookRejected(f"payload is not JSON: {exc}") from None
+    problem = _not_an_event(event)
+    if problem:
+        raise WebhookRejected(f"payload is not a Stripe event: {problem}")
+    return event
+
+
+def _not_an_event(event: object) -> str | None:
+    """What apply_event needs and the payload lacks, or None."""
+    if not isinstance(event, dict):
+        return f"a JSON {type(event).__name__}, not an object"
+    for key, kind, noun in (("id", str, "a string"), ("type", str, "a string"), ("created", int, "an integer")):
+        if not isinstance(event.get(key), kind) or isinstance(event.get(key), bool):
+            return f"{key} is missing or not {noun}"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "data.object is missing or not an object"
+    return None
 
 
 def handler_for(db_url: str, secret: str) -> type[http.server.BaseHTTPRequestHandler]:

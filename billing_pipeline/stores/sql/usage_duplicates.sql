@@ -28,14 +28,14 @@ FROM
     FROM requests_raw
     WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
       AND timestamp < {window_end:DateTime64(3, 'UTC')}
-      AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain) /* row filter */
+      AND (/* include usage_billable */) /* row filter */
       AND cityHash64(request_id) IN
       (
           SELECT cityHash64(request_id) AS key
           FROM requests_raw
           WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
             AND timestamp < {window_end:DateTime64(3, 'UTC')}
-            AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain) /* row filter */
+            AND (/* include usage_billable */) /* row filter */
           GROUP BY key
           HAVING count() > 1
       )

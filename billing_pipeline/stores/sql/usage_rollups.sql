@@ -4,8 +4,8 @@
 -- LowCardinality keys and confines request-level deduplication to the few duplicated ids.
 -- Every meter of catalog/meters.yaml is added as one more aggregate where the marker stands. The
 -- row filter marker narrows the rows for the split at customers' local midnights (meter_sql.py).
--- Rows without org or project cannot be billed: they are quarantined (counted by
--- usage_source_totals.sql), never silently dropped.
+-- Rows that cannot be billed (usage_billable.sql) are quarantined: counted by
+-- usage_source_totals.sql and listed by usage_quarantine.sql, never silently dropped.
 SELECT
     toDate(timestamp)               AS day,
     org_id,
@@ -18,7 +18,7 @@ SELECT
 FROM requests_raw
 WHERE timestamp >= {window_start:DateTime64(3, 'UTC')}
   AND timestamp < {window_end:DateTime64(3, 'UTC')}
-  AND org_id != '' AND project_id != '' AND has({known_chains:Array(String)}, chain) /* row filter */
+  AND (/* include usage_billable */) /* row filter */
 GROUP BY day, org_id, project_id, chain
 -- requests_raw is sorted by (toDate(timestamp), org_id, project_id, chain, ...): aggregating in that
 -- order streams sorted groups, which PostgreSQL's primary key then appends.
