@@ -6,14 +6,21 @@ enforces Parasut's limit (10 requests per 10 s), with PDFs stored in a moto S3 s
 
 Half of the customers have an e-invoice inbox (e-Fatura), half do not (e-Arsiv). Prints the
 requests, the achieved rate against the limit, 429 answers and invoices per minute.
+
+With --kill-after S the sink first runs in a child process that is killed with SIGKILL after S
+seconds, then resumes in this process: the figures then cover both, and every invoice must exist
+exactly once in Parasut (Parasut has no idempotency keys: the sink looks up its reference first).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import signal
 import sys
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -61,12 +68,20 @@ def seed(url: str, invoices: int) -> None:
                  for i in range(invoices) for n, ((d, a), v) in enumerate(zip(lines, vat), start=1)])
 
 
+def _issue(url: str, server_url: str, s3_url: str, limit: int, window: float, workers: int) -> None:
+    client = ParasutClient(ParasutCredentials(server_url, "1234", "cid", "csecret", "api@example.test", "pw"),
+                           url, requests_per_window=limit, window_seconds=window)
+    issue_month(url, client, Period.parse_month("2026-10"), storage=AuditBucket("bench-docs", s3_url),
+                workers=workers, polls=PollPolicy(job_polls=20, pdf_polls=20, interval=1.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--invoices", type=int, default=200)
     parser.add_argument("--limit", type=int, default=10, help="requests per window (Parasut: 10)")
     parser.add_argument("--window", type=float, default=10.0, help="seconds (Parasut: 10)")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--kill-after", type=float, help="kill -9 a first attempt after this many seconds, then resume")
     args = parser.parse_args()
 
     from moto.server import ThreadedMotoServer
@@ -87,11 +102,27 @@ def main() -> None:
             client = ParasutClient(ParasutCredentials(server.url, "1234", "cid", "csecret", "api@example.test", "pw"),
                                    url, requests_per_window=args.limit, window_seconds=args.window)
             started = time.monotonic()
+            if args.kill_after:
+                child = multiprocessing.get_context("spawn").Process(target=_issue, args=(
+                    url, server.url, f"http://{host}:{port}", args.limit, args.window, args.workers))
+                child.start()
+                child.join(args.kill_after)
+                os.kill(child.pid, signal.SIGKILL)
+                child.join()
+                print(f"first attempt        killed after {args.kill_after:g} s (exit {child.exitcode}), "
+                      f"{len(server.parasut.state.sales_invoices):,} sales invoices, "
+                      f"{len(server.parasut.requests):,} requests; resuming")
             result = issue_month(url, client, Period.parse_month("2026-10"), storage=storage, workers=args.workers,
                                  polls=PollPolicy(job_polls=20, pdf_polls=20, interval=1.0))
             seconds = time.monotonic() - started
             issued = result.by_status("ISSUED")
             seen = len(server.parasut.requests)
+            refs = Counter(inv["attributes"]["description"].split("Ref: ")[1].split(" |")[0]
+                           for inv in server.parasut.state.sales_invoices.values())
+            with psycopg.connect(url) as conn:
+                done = conn.execute("SELECT count(*) FROM invoices WHERE status = 'ISSUED'").fetchone()[0]
+            print(f"issued in total      {done:,} of {args.invoices:,}; {len(refs):,} sales invoices in Parasut, "
+                  f"{sum(n - 1 for n in refs.values())} duplicates")
             limit_rate = args.limit / args.window
             print(f"invoices issued      {len(issued):,} of {args.invoices:,} "
                   f"({sum(o.kind == 'E_FATURA' for o in issued)} e-Fatura, {sum(o.kind == 'E_ARSIV' for o in issued)} "
@@ -102,7 +133,7 @@ def main() -> None:
             print(f"requests per second  {seen / seconds:.3f} against a limit of {limit_rate:g} "
                   f"({seen / seconds / limit_rate:.1%})")
             print(f"429 answers          {server.parasut.rate_limited}")
-            print(f"invoices per minute  {len(issued) / seconds * 60:.2f}")
+            print(f"invoices per minute  {done / seconds * 60:.2f}")
         s3.stop()
 
 

@@ -1,4 +1,5 @@
 -- Deterministic synthetic gateway log, generated inside ClickHouse (no Python row loop).
+-- (ClickHouse's leftPad cuts a longer string to the length: ids pad to at least 4 and 5 digits.)
 -- Every value derives from cityHash64(seed, n), so the same parameters give the same rows on any
 -- ClickHouse. Skew: project = floor(P * u^3), so a few projects (and their orgs) carry most traffic
 -- and a long tail sends little; chains are skewed the same way (u^1.5). About 2% of responses are
@@ -9,9 +10,10 @@ INSERT INTO requests_raw
 SELECT
     {start:DateTime64(3, 'UTC')} + toIntervalMillisecond(ts_ms + copy * (h5 % 5000)) AS timestamp,
     concat(lower(hex(h1)), lower(hex(h4)))                                           AS request_id,
-    concat('org_', leftPad(toString(project % {orgs:UInt32}), 4, '0'))               AS org_id,
-    concat('prj_', leftPad(toString(project), 5, '0'))                               AS project_id,
-    concat('key_', leftPad(toString(project), 5, '0'), '_', toString(h3 % 3))        AS api_key_id,
+    concat('org_', leftPad(toString(org), greatest(4, length(toString(org))), '0'))  AS org_id,
+    concat('prj_', leftPad(toString(project), greatest(5, length(toString(project))), '0')) AS project_id,
+    concat('key_', leftPad(toString(project), greatest(5, length(toString(project))), '0'), '_',
+           toString(h3 % 3))                                                         AS api_key_id,
     {chains:Array(String)}[1 + chain_idx]                                            AS chain,
     multiIf(m < 30, 'eth_call', m < 50, 'eth_getBalance', m < 65, 'eth_blockNumber', m < 75, 'eth_getLogs',
             m < 85, 'eth_getTransactionReceipt', m < 93, 'eth_sendRawTransaction', m < 98, 'eth_chainId',
@@ -26,6 +28,7 @@ FROM
         h1, h2, h3, h4, h5,
         h3 % ({days:UInt32} * 86400000)                                              AS ts_ms,
         toUInt32(floor({projects:UInt32} * pow((h2 % 1000000007) / 1000000007, 3)))  AS project,
+        project % {orgs:UInt32}                                                      AS org,
         toUInt32(floor(length({chains:Array(String)}) * pow((h4 % 1000000007) / 1000000007, 1.5))) AS chain_idx,
         h5 % 100                                                                     AS m,
         intDiv(h5, 1048576) % 1000                                                           AS e,
