@@ -128,7 +128,7 @@ def main() -> None:
                   f"({sum(o.kind == 'E_FATURA' for o in issued)} e-Fatura, {sum(o.kind == 'E_ARSIV' for o in issued)} "
                   f"e-Arsiv), PDFs stored {result.pdfs_fetched}")
             print(f"requests             {client.calls:,} by the client, {seen:,} seen by the server "
-                  f"({seen / max(1, len(issued)):.1f} per invoice)")
+                  f"({seen / max(1, done):.1f} per invoice)")
             print(f"wall time            {seconds:.1f} s")
             print(f"requests per second  {seen / seconds:.3f} against a limit of {limit_rate:g} "
                   f"({seen / seconds / limit_rate:.1%})")

@@ -57,12 +57,6 @@ class KillProxy(LoopbackServer):
         target = urllib.parse.urlsplit(upstream)
 
         class Handler(KeepAliveHandler):
-            def handle(self):
-                try:
-                    super().handle()
-                except ConnectionResetError:  # a killed client's keep-alive connection
-                    pass
-
             def _serve(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}

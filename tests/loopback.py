@@ -26,6 +26,12 @@ class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
+    def handle(self):
+        try:
+            super().handle()
+        except ConnectionResetError:  # a client killed or gone between two requests on its connection
+            pass
+
     def setup(self):
         super().setup()
         # headers and body go out in two writes: without this, Nagle's algorithm and the
