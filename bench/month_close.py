@@ -83,7 +83,7 @@ def main() -> None:
 
     from billing_pipeline.close import rollup_days
     from billing_pipeline.demo.seed import seed_demo_contracts
-    from billing_pipeline.domain.audit import PUBLIC_KEY, blob_size, verify_snapshot
+    from billing_pipeline.domain.audit import blob_size
     from billing_pipeline.domain.chains import known_chains
     from billing_pipeline.domain.periods import Period
     from billing_pipeline.resources.audit_storage import embedded_signing_key
@@ -163,15 +163,9 @@ def main() -> None:
             lines = drafted.lines
             f.update(rows=lines, unit="lines", invoices=drafted.invoices, note=f"{drafted.invoices:,} invoices")
         with stage("audit_snapshot") as f, tempfile.TemporaryDirectory(prefix="bench-audit-") as workdir:
-            objects = audit.snapshot_month(db_url, period, embedded_signing_key(), Path(workdir))
-            prefix = f"snapshots/{period.label}"
-            versions = bucket.upload(prefix, objects)
-            (Path(workdir) / "stored").mkdir()
-            stored, _ = bucket.download(prefix, Path(workdir) / "stored")
-            check = verify_snapshot(stored, objects[PUBLIC_KEY])
-            audit.record_in_ledger(db_url, period, objects, versions, f"s3://{bucket.bucket}/{prefix}")
-            size = sum(blob_size(v) for v in objects.values())
-            f.update(rows=size, unit="bytes", note=f"verified={check.ok}")
+            published = audit.publish_snapshot(db_url, period, embedded_signing_key(), bucket, Path(workdir))
+            size = sum(blob_size(v) for v in published.objects.values())
+            f.update(rows=size, unit="bytes", note=f"verified={published.check.ok}")
         close_s = time.perf_counter() - close_start
 
     with stage("bare aggregation (floor)") as f:

@@ -9,11 +9,11 @@ from pathlib import Path
 import dagster as dg
 
 from .. import settings
-from ..domain.audit import MANIFEST, PUBLIC_KEY, blob_size, verify_snapshot
+from ..domain.audit import MANIFEST, blob_size
 from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..resources.audit_storage import AuditStorageResource, embedded_signing_key
-from ..steps.audit import SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV, load_signing_key, record_in_ledger, snapshot_month
+from ..steps.audit import SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV, load_signing_key, publish_snapshot
 from .invoice_corrections import invoice_corrections
 from .invoice_drafts import invoice_drafts
 from .partitions import monthly_partitions
@@ -42,32 +42,27 @@ def audit_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabas
         configured = os.environ.get(SIGNING_KEY_ENV) or os.environ.get(SIGNING_KEY_FILE_ENV)
         key = load_signing_key() if configured or not audit_storage.embedded else embedded_signing_key()
         db_url = billing_db.get_url()
-        with tempfile.TemporaryDirectory(prefix="audit-snapshot-") as workdir:
-            objects = snapshot_month(db_url, period, key, Path(workdir))
-            with audit_storage.open_bucket() as bucket:
-                versions = bucket.upload(prefix, objects)  # read back and compared before it returns
-                location = f"s3://{bucket.bucket}/{prefix}"
-                stored_dir = Path(workdir) / "stored"
-                stored_dir.mkdir()
-                stored, _ = bucket.download(prefix, stored_dir)
-                check = verify_snapshot(stored, objects[PUBLIC_KEY])
-            manifest_sha = record_in_ledger(db_url, period, objects, versions, location)
+        with tempfile.TemporaryDirectory(prefix="audit-snapshot-") as workdir, \
+                audit_storage.open_bucket() as bucket:
+            published = publish_snapshot(db_url, period, key, bucket, Path(workdir))
+            location = published.location
             if audit_storage.embedded:  # the ephemeral bucket goes with the run: keep a copy to verify
                 copy = settings.state_dir() / "audit" / prefix
                 copy.mkdir(parents=True, exist_ok=True)
-                for name, data in objects.items():
+                for name, data in published.objects.items():
                     if isinstance(data, Path):
                         shutil.copyfile(data, copy / name)
                     else:
                         (copy / name).write_bytes(data)
                 location = f"{location} (embedded moto, not kept; copy in {copy})"
-            manifest = json.loads(objects[MANIFEST])
-            sizes = {name: blob_size(data) for name, data in objects.items()}
+            manifest = json.loads(published.objects[MANIFEST])
+            sizes = {name: blob_size(data) for name, data in published.objects.items()}
+    check, versions = published.check, published.versions
     return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
         check_name="snapshot_verifies", passed=check.ok, metadata={"problems": "; ".join(check.problems) or "none"},
     )], metadata={
         "location": location,
-        "manifest_sha256": manifest_sha,
+        "manifest_sha256": published.manifest_sha256,
         "merkle_root": manifest["merkle_root"],
         "invoice_lines": manifest["invoice_lines"],
         "objects": markdown_table(["object", "bytes", "version id"],

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..domain.audit import MANIFEST, Blob, build_snapshot, sha256_hex
+from ..domain.audit import (MANIFEST, PUBLIC_KEY, Blob, SnapshotCheck, blob_bytes, build_snapshot,
+                            sha256_hex, verify_snapshot)
 from ..domain.ledger import audit_snapshot_recorded
 from ..domain.periods import Period
 from ..errors import ConfigError
+from ..stores.audit_bucket import AuditBucket
 from ..stores.ledger import append
 from ..stores.postgres import transaction
 
@@ -94,6 +97,32 @@ def snapshot_month(db_url: str, period: Period, key: Ed25519PrivateKey, director
     and the public key."""
     created = (created_at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return build_snapshot(period.label, created, export_month(db_url, period, directory), key)
+
+
+@dataclass(frozen=True)
+class PublishedSnapshot:
+    objects: dict[str, Blob]  # what was uploaded (files in the working directory)
+    versions: dict[str, str]  # object name -> S3 version id
+    location: str  # s3://bucket/prefix
+    check: SnapshotCheck  # the stored copy, read back and verified
+    manifest_sha256: str
+
+
+def publish_snapshot(db_url: str, period: Period, key: Ed25519PrivateKey, bucket: AuditBucket,
+                     workdir: Path) -> PublishedSnapshot:
+    """Export, sign, upload with Object Lock, read the stored copy back into ``workdir`` and verify
+    it, then record the manifest hash and version ids in the ledger. Files stream through
+    ``workdir``; nothing the size of the month is held in memory."""
+    prefix = f"snapshots/{period.label}"
+    objects = snapshot_month(db_url, period, key, workdir)
+    versions = bucket.upload(prefix, objects)  # read back and compared before it returns
+    location = f"s3://{bucket.bucket}/{prefix}"
+    stored_dir = workdir / "stored"
+    stored_dir.mkdir()
+    stored, _ = bucket.download(prefix, stored_dir)
+    check = verify_snapshot(stored, blob_bytes(objects[PUBLIC_KEY]))
+    return PublishedSnapshot(objects, versions, location, check,
+                             record_in_ledger(db_url, period, objects, versions, location))
 
 
 def record_in_ledger(db_url: str, period: Period, objects: dict[str, Blob], versions: dict[str, str],

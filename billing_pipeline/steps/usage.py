@@ -168,8 +168,8 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
     """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically.
 
     The window is streamed a few UTC days at a time (CHUNK_DAYS): ClickHouse aggregates the next
-    chunk while PostgreSQL takes in the current one, so memory holds two chunks whatever the window
-    or the number of customers. A copy of a request is recognised when it comes within
+    chunk while PostgreSQL takes in the current one, so memory holds two chunks of rollup rows,
+    however long the window. A copy of a request is recognised when it comes within
     dedup_lookback_hours of the first delivery (or anywhere earlier in the same chunk). Every
     declared meter is computed in the same queries (catalog/meters.yaml by default)."""
     meters = meters or MeterSet.load()
@@ -229,7 +229,7 @@ R = TypeVar("R")
 
 def prefetched(work: Callable[[T], R], items: list[T]) -> Iterator[R]:
     """work(item) for each item in order, the next one computed in a worker thread while the caller
-    consumes the current one (ClickHouse aggregates day N+1 while PostgreSQL copies day N)."""
+    consumes the current one (ClickHouse aggregates chunk N+1 while PostgreSQL copies chunk N)."""
     if not items:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollup-prefetch") as pool:
@@ -265,8 +265,8 @@ class _Preview:
                                   ("chain", "ascending")]).slice(0, n)
 
 
-def write_rollups(db_url: str, start: datetime, end: datetime, chunks: Iterable[CollectedUsage], meters: MeterSet,
-                  run_id: str | None) -> RollupSummary:
+def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterable[CollectedUsage],
+                  meters: MeterSet, run_id: str | None) -> RollupSummary:
     """Replace [start, end) of every rollup table in one transaction, chunk by chunk as they come."""
     t0 = time.perf_counter()
     days, rows, preview, engine, query_sha = [], 0, _Preview(), "", ""
@@ -278,7 +278,7 @@ def write_rollups(db_url: str, start: datetime, end: datetime, chunks: Iterable[
         for table in ("usage_rollup_days", "quarantined_usage", "usage_before_local_midnight"):
             conn.execute(sql.SQL("DELETE FROM {} WHERE day >= %s AND day < %s").format(sql.Identifier(table)),
                          (start.date(), end.date()))
-        for chunk in chunks:
+        for chunk in collected:
             t = time.perf_counter()
             copy_arrow(conn, "usage_rollups", chunk.rollups)
             copy_arrow(conn, "quarantined_usage", chunk.quarantined)
