@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import uuid
 from pathlib import Path
@@ -27,6 +29,19 @@ def _local_pg_up() -> bool:
         return False
     except psycopg.Error:
         return False
+
+
+def pytest_sessionfinish(session):
+    """`billing demo` and `billing ui` start embedded PostgreSQL servers in the tests' temporary
+    state dirs and leave them running, as they do for a user; stop them when the session ends."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    for pid_file in factory.getbasetemp().glob("**/postmaster.pid"):
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # PostgreSQL's fast shutdown
+        except (OSError, ValueError, IndexError):
+            pass  # gone already, or not a server's file
 
 
 @pytest.fixture(autouse=True)

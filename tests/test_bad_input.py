@@ -189,3 +189,18 @@ def test_every_raw_kind_in_one_day_adds_up_and_turns_the_check_red(usage_store, 
     metadata = instance.get_latest_materialization_event(dg.AssetKey("usage_rollups")).asset_materialization.metadata
     assert [metadata[k].value for k in ("raw_rows", "duplicate_rows_removed", "quarantined_rows", "requests")] == [
         21, 1, 18, 2]
+
+
+def test_rows_stored_under_an_older_quarantine_rule_are_judged_again_by_the_current_one(usage_store, db_url):
+    # An earlier rule that found nothing wrong, and a bad row stored under it: row_defect is computed
+    # at insert, so the row carries the old verdict until ensure_schema sees the rule changed.
+    from billing_pipeline.stores.clickhouse import ensure_schema
+    usage_store.command("ALTER TABLE requests_raw MODIFY COLUMN row_defect LowCardinality(String) "
+                        "MATERIALIZED '' COMMENT 'usage_row_defect.sql 0000000000000000'")
+    _load(usage_store, [GOOD, bad(project_id="p'; DROP TABLE usage_rollups; --")])
+    assert usage_store.query_arrow("SELECT countIf(row_defect = '') AS n FROM requests_raw").column("n")[0].as_py() == 2
+    ensure_schema(usage_store)
+    roll_up_usage(usage_store, db_url, DAY_START, DAY_START + timedelta(days=1))
+    assert _quarantined(db_url) == [("invalid_characters_in_project_id", "org_a", "p'; DROP TABLE usage_rollups; --",
+                                     "eth-mainnet", 1)]
+    assert _day(db_url) == (2, 0, 1, 1, 500)

@@ -50,9 +50,9 @@ def test_same_rollups_from_server_and_embedded(clickhouse_server, usage_store, d
     assert rollup_requests
     for sql, params in rollup_requests:
         assert "{window_start:DateTime64(3, 'UTC')}" in sql and "2026-10-" not in sql
-    # the window totals first, then one ClickHouse pass per chunk of four days
+    # the window totals first, then one ClickHouse pass per chunk of days (a small month: a week each)
     assert sorted({params["window_start"] for _, params in rollup_requests}) == [
-        f"2026-10-{day:02d} 00:00:00.000" for day in range(1, 32, 4)]
+        f"2026-10-{day:02d} 00:00:00.000" for day in range(1, 32, 7)]
 
 
 def test_sql_in_a_parameter_is_data_on_the_server(clickhouse_server):

@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import psycopg
+import pyarrow as pa
 import pytest
 
-from billing_pipeline.steps.usage import chunks, prefetched, roll_up_usage
+from billing_pipeline.steps import usage
+from billing_pipeline.stores.meter_sql import MeterSet
+from billing_pipeline.steps.usage import plan_chunks, prefetched, roll_up_usage
 
 UTC = timezone.utc
 
 
-def test_a_month_is_cut_into_chunks_of_four_days():
-    windows = chunks(datetime(2026, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
-    assert [(a.date().isoformat(), b.date().isoformat()) for a, b in windows] == [
-        ("2026-09-30", "2026-10-04"), ("2026-10-04", "2026-10-08"), ("2026-10-08", "2026-10-12"),
-        ("2026-10-12", "2026-10-16"), ("2026-10-16", "2026-10-20"), ("2026-10-20", "2026-10-24"),
-        ("2026-10-24", "2026-10-28"), ("2026-10-28", "2026-11-01"), ("2026-11-01", "2026-11-02")]
-    assert chunks(datetime(2026, 10, 5, 12, tzinfo=UTC), datetime(2026, 10, 6, tzinfo=UTC)) == [
+def _source(first: date, days: int, rollup_keys: int, raw_rows: int) -> list[dict]:
+    return [{"day": first + timedelta(days=i), "rollup_keys": rollup_keys, "raw_rows": raw_rows}
+            for i in range(days)]
+
+
+def _dates(windows) -> list[tuple[str, str]]:
+    return [(a.date().isoformat(), b.date().isoformat()) for a, b in windows]
+
+
+def test_chunks_are_sized_by_the_rollup_rows_and_raw_rows_they_hold():
+    start, end = datetime(2026, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
+    # a small month: a week at a time
+    assert _dates(plan_chunks(start, end, _source(date(2026, 9, 30), 33, 1_000, 50_000))) == [
+        ("2026-09-30", "2026-10-07"), ("2026-10-07", "2026-10-14"), ("2026-10-14", "2026-10-21"),
+        ("2026-10-21", "2026-10-28"), ("2026-10-28", "2026-11-02")]
+    # 10k contracts, 100M requests: about 200k rollup rows and 3.2M raw rows a day
+    assert _dates(plan_chunks(start, end, _source(date(2026, 9, 30), 33, 200_000, 3_200_000)))[:2] == [
+        ("2026-09-30", "2026-10-03"), ("2026-10-03", "2026-10-06")]
+    # 100k contracts: 1.2M rollup rows a day, one day a chunk; a day over the bounds is never split
+    assert _dates(plan_chunks(start, end, _source(date(2026, 9, 30), 33, 1_200_000, 3_200_000)))[:2] == [
+        ("2026-09-30", "2026-10-01"), ("2026-10-01", "2026-10-02")]
+    assert len(plan_chunks(start, end, _source(date(2026, 9, 30), 33, 9_000_000, 90_000_000))) == 33
+    # days without rows cost nothing; a window starting mid-day keeps its start
+    assert plan_chunks(datetime(2026, 10, 5, 12, tzinfo=UTC), datetime(2026, 10, 6, tzinfo=UTC), []) == [
         (datetime(2026, 10, 5, 12, tzinfo=UTC), datetime(2026, 10, 6, tzinfo=UTC))]
 
 
@@ -44,13 +64,62 @@ def _rollups(db_url: str) -> list[tuple]:
                          "FROM usage_rollup_days ORDER BY day").fetchall()
 
 
-def test_a_month_in_chunks_equals_its_days_one_by_one(october, usage_store):
+def test_a_month_in_chunks_equals_its_days_one_by_one(october, usage_store, monkeypatch):
+    monkeypatch.setattr(usage, "MAX_CHUNK_DAYS", 4)  # the fixture's month is small: chunks of several days
     start, end = datetime(2026, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
     month = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
     in_chunks = _rollups(october)
+    with psycopg.connect(october) as conn:
+        sums: dict = {}
+        for org, chain, requests, bytes_out in conn.execute(
+                "SELECT org_id, chain, requests, bytes_out FROM usage_rollups"):
+            got = sums.get((org, chain), (0, 0))
+            sums[(org, chain)] = (got[0] + requests, got[1] + bytes_out)
+    expected_top = sorted(((o, c, r, b) for (o, c), (r, b) in sums.items()), key=lambda t: (-t[2], t[0], t[1]))[:10]
+    assert [tuple(r.values()) for r in month.preview.to_pylist()] == expected_top
     day = start
     while day < end:
         roll_up_usage(usage_store, october, day, day + timedelta(days=1), allow_empty_days=True)
         day += timedelta(days=1)
     assert _rollups(october) == in_chunks
     assert (month.requests, month.duplicate_rows, month.rows, len(month.days)) == (63, 4, 40, 33)
+
+
+def _rollup_rows(rows: list[tuple], meters) -> pa.Table:
+    schema = usage.rollup_schema(meters)
+    return pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)
+
+
+def test_copies_are_subtracted_per_key_in_the_deliveries_order():
+    meters = MeterSet.load()
+    extra = len(meters.columns)  # one value per declared meter, after the four counters
+    d1, d2 = date(2026, 10, 5), date(2026, 10, 6)
+    deliveries = _rollup_rows([
+        (d1, "org_a", "prj_1", "eth-mainnet", 10, 9, 1, 1000) + (7,) * extra,
+        (d1, "org_a", "prj_1", "solana-mainnet", 2, 2, 0, 200) + (7,) * extra,
+        (d1, "org_b", "prj_2", "eth-mainnet", 1, 1, 0, 50) + (7,) * extra,
+        (d2, "org_a", "prj_1", "eth-mainnet", 5, 5, 0, 500) + (7,) * extra], meters)
+    duplicates = _rollup_rows([
+        (d1, "org_b", "prj_2", "eth-mainnet", 1, 1, 0, 50) + (7,) * extra,  # every delivery a copy: dropped
+        (d1, "org_a", "prj_1", "eth-mainnet", 3, 2, 1, 300) + (1,) * extra], meters)
+    result = usage.subtract_duplicates(deliveries, duplicates, meters)
+    additive = set(meters.additive_columns)
+    assert [tuple(r.values())[:8] for r in result.to_pylist()] == [
+        (d1, "org_a", "prj_1", "eth-mainnet", 7, 7, 0, 700),
+        (d1, "org_a", "prj_1", "solana-mainnet", 2, 2, 0, 200),
+        (d2, "org_a", "prj_1", "eth-mainnet", 5, 5, 0, 500)]
+    first = result.to_pylist()[0]
+    assert all(first[c] == (6 if c in additive else 7) for c in meters.columns)
+
+
+def test_copies_of_keys_never_delivered_stop_the_rollup():
+    meters = MeterSet.load()
+    extra = len(meters.columns)
+    deliveries = _rollup_rows([(date(2026, 10, 5), "org_a", "prj_1", "eth-mainnet", 1, 1, 0, 10) + (1,) * extra],
+                              meters)
+    stray = _rollup_rows([(date(2026, 10, 5), "org_z", "prj_9", "eth-mainnet", 1, 1, 0, 10) + (1,) * extra], meters)
+    too_many = _rollup_rows([(date(2026, 10, 5), "org_a", "prj_1", "eth-mainnet", 2, 2, 0, 20) + (2,) * extra],
+                            meters)
+    for duplicates in (stray, too_many):
+        with pytest.raises(usage.RollupConsistencyError, match="re-run it"):
+            usage.subtract_duplicates(deliveries, duplicates, meters)

@@ -18,12 +18,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .merkle import merkle_proof, merkle_root, verify_proof
+from .merkle import merkle_proof, streamed_merkle_root, verify_proof
 
 MANIFEST, SIGNATURE, PUBLIC_KEY, LINES = "manifest.json", "manifest.sig", "public_key.pem", "invoice_lines.csv"
 
@@ -52,21 +53,24 @@ def blob_bytes(data: Blob) -> bytes:
     return data.read_bytes() if isinstance(data, Path) else data
 
 
-def line_leaves(invoice_lines_csv: Blob) -> list[bytes]:
+def line_leaves(invoice_lines_csv: Blob) -> Iterator[bytes]:
+    """The Merkle leaves, read one at a time (a file of millions of lines is never held whole)."""
     if isinstance(invoice_lines_csv, Path):
         with invoice_lines_csv.open("rb") as f:
             next(f, None)  # the header is not a line
-            return [line.rstrip(b"\r\n") for line in f]
+            for line in f:
+                yield line.rstrip(b"\r\n")
+        return
     rows = invoice_lines_csv.decode().splitlines()
-    return [r.encode() for r in rows[1:]]  # the header is not a line
+    yield from (r.encode() for r in rows[1:])  # the header is not a line
 
 
 def build_snapshot(month: str, created_at: str, files: dict[str, Blob], key: Ed25519PrivateKey) -> dict[str, Blob]:
     """Every object of the snapshot: the files, the manifest, its signature and the public key."""
-    leaves = line_leaves(files[LINES])
+    root, lines = streamed_merkle_root(line_leaves(files[LINES]))
     manifest = {"version": "v1", "month": month, "created_at": created_at,
                 "files": {name: sha256_hex(data) for name, data in sorted(files.items())},
-                "invoice_lines": len(leaves), "merkle_root": merkle_root(leaves)}
+                "invoice_lines": lines, "merkle_root": root}
     manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return {**files, MANIFEST: manifest_bytes, SIGNATURE: key.sign(manifest_bytes), PUBLIC_KEY: public}
@@ -109,7 +113,7 @@ def verify_snapshot(objects: dict[str, Blob], public_key_pem: bytes) -> Snapshot
             problems.append(f"{name}: missing")
         elif sha256_hex(data) != expected:
             problems.append(f"{name}: SHA-256 {sha256_hex(data)[:16]}... differs from the manifest's {expected[:16]}...")
-    if LINES in objects and merkle_root(line_leaves(objects[LINES])) != manifest["merkle_root"]:
+    if LINES in objects and streamed_merkle_root(line_leaves(objects[LINES]))[0] != manifest["merkle_root"]:
         problems.append(f"{LINES}: the Merkle root of its lines differs from the manifest's")
     return SnapshotCheck(not problems, problems, manifest)
 
@@ -118,7 +122,7 @@ def prove_line(objects: dict[str, Blob], line_key: str) -> tuple[bytes, list[tup
     """The line whose first two CSV fields are ``invoice_id,line_no`` (as "invoice_id#line_no"), its
     Merkle path and whether it leads to the manifest's root."""
     manifest = json.loads(blob_bytes(objects[MANIFEST]))
-    leaves = line_leaves(objects[LINES])
+    leaves = list(line_leaves(objects[LINES]))  # the proof needs every level of the tree
     invoice_id, _, line_no = line_key.rpartition("#")
     for i, leaf in enumerate(leaves):
         fields = next(csv.reader([leaf.decode()]))

@@ -9,6 +9,7 @@ right of the running hash.
 from __future__ import annotations
 
 import hashlib
+from typing import Iterable
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -30,10 +31,33 @@ def _levels(leaves: list[bytes]) -> list[list[bytes]]:
     return levels
 
 
-def merkle_root(items: list[bytes]) -> str:
-    if not items:
-        return hashlib.sha256(b"").hexdigest()
-    return _levels([leaf_hash(i) for i in items])[-1][0].hex()
+def merkle_root(items: Iterable[bytes]) -> str:
+    return streamed_merkle_root(items)[0]
+
+
+def streamed_merkle_root(items: Iterable[bytes]) -> tuple[str, int]:
+    """The root of the tree above over ``items`` read once, and how many there were.
+
+    Memory is one hash per level (log2 n), not one per item: the stack holds the roots of the
+    complete subtrees seen so far, left to right, like the digits of a binary counter. Folding
+    them from the right at the end gives the same root as carrying an odd level's last node up
+    unchanged (tests/test_merkle.py compares the two for every count up to a few hundred).
+    """
+    stack: list[tuple[int, bytes]] = []  # (height, subtree root)
+    count = 0
+    for item in items:
+        count += 1
+        height, node = 0, leaf_hash(item)
+        while stack and stack[-1][0] == height:
+            node = node_hash(stack.pop()[1], node)
+            height += 1
+        stack.append((height, node))
+    if not stack:
+        return hashlib.sha256(b"").hexdigest(), 0
+    node = stack.pop()[1]
+    while stack:
+        node = node_hash(stack.pop()[1], node)
+    return node.hex(), count
 
 
 def merkle_proof(items: list[bytes], index: int) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from ..domain.periods import Period
 from ..stores.clickhouse import UsageStore, sql_text
 from ..stores.ledger import verify
 from ..stores.postgres import connect
-from .usage import chunks
+from .usage import plan_chunks, source_totals
 
 RENEWAL_NOTICE_DAYS = 30
 STUCK_AFTER = timedelta(hours=1)
@@ -79,11 +79,12 @@ def ledger_intact(db_url: str) -> Finding:
 def rollups_match_clickhouse(store: UsageStore, db_url: str, start: datetime, end: datetime,
                              lookback_hours: int = 24) -> Finding:
     """Per UTC day of [start, end): PostgreSQL's rollup sums against a direct ClickHouse aggregation.
-    One query per chunk of days, the rollup's chunks: the plain deduplication groups the chunk's rows
-    by request id, which stays small where a month at once would not."""
+    One query per chunk of days, the rollup's chunks (the same copies are in reach): the plain
+    deduplication groups the chunk's rows by request id, which stays small where a month at once
+    would not, and spills to disk past a bound (usage_direct_totals.sql)."""
     sql, chains = sql_text("usage_direct_totals"), sorted(known_chains())
     clickhouse = {}
-    for first, following in chunks(start, end):
+    for first, following in plan_chunks(start, end, source_totals(store, start, end)):
         for r in store.query_arrow(sql, {"window_start": first, "window_end": following, "known_chains": chains,
                                          "lookback_start": first - timedelta(hours=lookback_hours)}).to_pylist():
             clickhouse[r["day"]] = (r["requests"], r["successful_requests"], r["bytes_out"])

@@ -88,14 +88,21 @@ class RollupConsistencyError(RuntimeError):
     pass
 
 
+def _row_keys(table: pa.Table) -> pa.Array:
+    """One string per row naming its (day, org, project, chain); ids never hold a NUL (usage_billable)."""
+    columns = [pc.cast(table.column("day"), pa.string())] + [table.column(c) for c in KEYS[1:]]
+    return pc.binary_join_element_wise(*columns, "\x00").combine_chunks()
+
+
 def subtract_duplicates(deliveries: pa.Table, duplicates: pa.Table, meters: MeterSet) -> pa.Table:
     """Billable rollups = every delivery minus the repeated ones, per key, in the deliveries' order.
 
-    Vectorised in Arrow: a hash join against the few duplicated keys, then the original order is
-    restored by an integer sort (ClickHouse already returns the deliveries sorted by key, which is
-    the order PostgreSQL's primary key appends fastest). Additive meters are corrected like the
-    counters; MAX, UNIQUE_COUNT and LATEST meters keep their value over all deliveries. Keys left
-    with no request are dropped: all their deliveries were copies of requests counted elsewhere.
+    Vectorised in Arrow: each key of the few duplicated ones is looked up among the deliveries'
+    keys (a hash lookup, no join and no re-sort, so the deliveries are not copied beyond their
+    corrected columns; ClickHouse returns them sorted by key, the order PostgreSQL's primary key
+    appends fastest). Additive meters are corrected like the counters; MAX, UNIQUE_COUNT and
+    LATEST meters keep their value over all deliveries. Keys left with no request are dropped:
+    all their deliveries were copies of requests counted elsewhere.
     """
     schema = rollup_schema(meters)
     counters = COUNTERS + meters.additive_columns
@@ -103,20 +110,18 @@ def subtract_duplicates(deliveries: pa.Table, duplicates: pa.Table, meters: Mete
     duplicates = duplicates.select(KEYS + counters).cast(pa.schema([schema.field(n) for n in KEYS + counters]))
     if not duplicates.num_rows:
         return deliveries
-    numbered = deliveries.append_column("_row", pa.array(range(deliveries.num_rows), pa.int64()))
-    dup = duplicates.rename_columns(KEYS + [f"dup_{c}" for c in counters])
-    joined = numbered.join(dup, keys=KEYS, join_type="left outer")
-    joined = joined.take(pc.sort_indices(joined.column("_row")))
-    columns = [pc.subtract(joined.column(c), pc.fill_null(joined.column(f"dup_{c}"), 0)) if c in counters
-               else joined.column(c) for c in schema.names]
-    result = pa.Table.from_arrays(columns, schema=schema)
-    result = result.filter(pc.greater(result.column("requests"), 0))
-    # (the sum of no rows is null: a day whose every delivery was a copy leaves nothing)
-    expected = (pc.sum(deliveries.column("requests")).as_py() or 0) - (pc.sum(duplicates.column("requests")).as_py() or 0)
-    if joined.num_rows != deliveries.num_rows or (pc.sum(result.column("requests")).as_py() or 0) != expected:
+    # for each delivery row, the duplicates row of the same key (null where its key had no copy)
+    match = pc.index_in(_row_keys(deliveries), value_set=_row_keys(duplicates))
+    if pc.sum(pc.is_valid(match)).as_py() != duplicates.num_rows:
         raise RollupConsistencyError(
             "duplicate copies do not match the delivered keys; did requests_raw change during the rollup? re-run it")
-    return result
+    columns = [pc.subtract(deliveries.column(c), pc.fill_null(pc.take(duplicates.column(c), match), 0))
+               if c in counters else deliveries.column(c) for c in schema.names]
+    result = pa.Table.from_arrays(columns, schema=schema)
+    if pc.min(result.column("requests")).as_py() < 0:
+        raise RollupConsistencyError(
+            "more copies than deliveries for a key; did requests_raw change during the rollup? re-run it")
+    return result.filter(pc.greater(result.column("requests"), 0))
 
 
 def _days(start: date, end: date) -> list[date]:
@@ -167,7 +172,7 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
                   run_id: str | None = None, meters: MeterSet | None = None) -> RollupSummary:
     """Aggregate [start, end) inside ClickHouse and replace those days in PostgreSQL atomically.
 
-    The window is streamed a few UTC days at a time (CHUNK_DAYS): ClickHouse aggregates the next
+    The window is streamed a few UTC days at a time (plan_chunks): ClickHouse aggregates the next
     chunk while PostgreSQL takes in the current one, so memory holds two chunks of rollup rows,
     however long the window. A copy of a request is recognised when it comes within
     dedup_lookback_hours of the first delivery (or anywhere earlier in the same chunk). Every
@@ -176,8 +181,7 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
     params = {"dedup_lookback_hours": dedup_lookback_hours, "known_chains": list(known_chains()),
               **meters.parameters()}
     expected = _days(start.date(), end.date())
-    source = store.query_arrow(sql_text("usage_source_totals"),
-                               {**params, "window_start": start, "window_end": end}).to_pylist()
+    source = source_totals(store, start, end)
     if not allow_empty_days:
         _check_no_missing_days(expected, {row["day"] for row in source})
     zones = billing_timezones(db_url, start.date(), end.date())
@@ -188,22 +192,41 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
         return collect_usage(store, meters, {**params, "window_start": window[0], "window_end": window[1]}, zones,
                              [source_by_day.get(d, {"day": d, "raw_rows": 0, "quarantined_rows": 0}) for d in days])
 
-    return write_rollups(db_url, start, end, prefetched(collect, chunks(start, end)), meters, run_id)
+    return write_rollups(db_url, start, end, prefetched(collect, plan_chunks(start, end, source)), meters, run_id)
 
 
-# Days ClickHouse aggregates per query. Fewer means less memory; more means the 24 h read before
-# each chunk for copies of its requests, and each query's fixed cost, are spread over more days.
-CHUNK_DAYS = 4
+def source_totals(store: UsageStore, start: datetime, end: datetime) -> list[dict]:
+    """Per UTC day of [start, end): raw rows, quarantined rows and about how many rollup rows."""
+    return store.query_arrow(sql_text("usage_source_totals"), {
+        "window_start": start, "window_end": end, "known_chains": list(known_chains())}).to_pylist()
 
 
-def chunks(start: datetime, end: datetime, days: int = CHUNK_DAYS) -> list[tuple[datetime, datetime]]:
-    """[start, end) cut into windows of ``days`` UTC days (the last may be shorter)."""
-    windows, first = [], start
-    while first < end:
-        following = min(end, datetime.combine(first.date() + timedelta(days=days), datetime.min.time(),
-                                              tzinfo=start.tzinfo))
-        windows.append((first, following))
-        first = following
+# Bounds on what ClickHouse aggregates per query. Rollup rows are held in Arrow, two chunks in
+# flight (100k contracts on 20 chains make about 1.2 M a day); raw rows set the size of ClickHouse's
+# hash tables for the copies and the reconciliation check. A day alone may exceed them: days are
+# never split. Bigger chunks spread the 24 h read before each chunk (for copies of its requests) and
+# each query's fixed cost over more days.
+MAX_CHUNK_ROLLUP_ROWS = 1_500_000
+MAX_CHUNK_RAW_ROWS = 10_000_000
+MAX_CHUNK_DAYS = 7
+
+
+def plan_chunks(start: datetime, end: datetime, source: list[dict]) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut at UTC midnights into windows of consecutive days, each as long as it stays
+    within the bounds above (by the day's ``rollup_keys`` and ``raw_rows`` in ``source``)."""
+    size = {row["day"]: (row.get("rollup_keys", 0), row["raw_rows"]) for row in source}
+    windows: list[tuple[datetime, datetime]] = []
+    first, keys, raw, days = start, 0, 0, 0
+    for day in _days(start.date(), end.date()):
+        day_keys, day_raw = size.get(day, (0, 0))
+        if days and (keys + day_keys > MAX_CHUNK_ROLLUP_ROWS or raw + day_raw > MAX_CHUNK_RAW_ROWS
+                     or days == MAX_CHUNK_DAYS):
+            midnight = datetime.combine(day, datetime.min.time(), tzinfo=start.tzinfo)
+            windows.append((first, midnight))
+            first, keys, raw, days = midnight, 0, 0, 0
+        keys, raw, days = keys + day_keys, raw + day_raw, days + 1
+    if first < end:
+        windows.append((first, end))
     return windows
 
 
@@ -245,31 +268,28 @@ def prefetched(work: Callable[[T], R], items: list[T]) -> Iterator[R]:
                 raise
 
 
-class _Preview:
-    """The window's top org-chains by requests, kept as running sums (one row per org and chain)."""
+def top_org_chains(conn, start: date, end: date, n: int = 10) -> pa.Table:
+    """The window's top org-chains by requests, summed by PostgreSQL from the rows just written.
 
-    def __init__(self) -> None:
-        self.sums: pa.Table | None = None
-
-    def add(self, rollups: pa.Table) -> None:
-        part = rollups.select(["org_id", "chain", "requests", "bytes_out"])
-        if self.sums is not None:
-            part = pa.concat_tables([self.sums.rename_columns(part.column_names), part])
-        self.sums = part.group_by(["org_id", "chain"]).aggregate([("requests", "sum"), ("bytes_out", "sum")])
-
-    def top(self, n: int = 10) -> pa.Table:
-        if self.sums is None:
-            return pa.table({"org_id": pa.array([], pa.string()), "chain": pa.array([], pa.string()),
-                             "requests_sum": pa.array([], pa.int64()), "bytes_out_sum": pa.array([], pa.int64())})
-        return self.sums.sort_by([("requests_sum", "descending"), ("org_id", "ascending"),
-                                  ("chain", "ascending")]).slice(0, n)
+    Summed there rather than kept as running sums beside the chunks: 100k contracts on 20 chains
+    are 2 M org-chains, whose running sums were the rollup's biggest allocation."""
+    with conn.cursor() as cur:
+        cur.execute("SET LOCAL work_mem = '256MB'")  # a hash aggregate in memory, not a spill to disk
+        cur.execute("""SELECT org_id, chain, sum(requests)::bigint, sum(bytes_out)::bigint FROM usage_rollups
+                       WHERE day >= %s AND day < %s GROUP BY org_id, chain
+                       ORDER BY 3 DESC, org_id, chain LIMIT %s""", (start, end, n))
+        rows = cur.fetchall()
+    return pa.table({"org_id": pa.array([r[0] for r in rows], pa.string()),
+                     "chain": pa.array([r[1] for r in rows], pa.string()),
+                     "requests_sum": pa.array([r[2] for r in rows], pa.int64()),
+                     "bytes_out_sum": pa.array([r[3] for r in rows], pa.int64())})
 
 
 def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterable[CollectedUsage],
                   meters: MeterSet, run_id: str | None) -> RollupSummary:
     """Replace [start, end) of every rollup table in one transaction, chunk by chunk as they come."""
     t0 = time.perf_counter()
-    days, rows, preview, engine, query_sha = [], 0, _Preview(), "", ""
+    days, rows, engine, query_sha = [], 0, "", ""
     read_seconds = write_seconds = 0.0
     with transaction(db_url) as conn:
         add_meter_columns(conn, meters)
@@ -287,7 +307,6 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
             read_seconds += chunk.seconds
             days += chunk.days
             rows += chunk.rollups.num_rows
-            preview.add(chunk.rollups)
             engine, query_sha = chunk.source_engine, chunk.source_query_sha256
         t = time.perf_counter()
         for partition in partitions:
@@ -301,8 +320,9 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
                 [(t.day, t.raw_rows, t.duplicate_rows, t.quarantined_rows, t.requests, t.bytes_out,
                   engine, query_sha, run_id) for t in days],
             )
+        preview = top_org_chains(conn, start.date(), end.date())
         write_seconds += time.perf_counter() - t
-    return RollupSummary(start.date(), end.date(), rows, days, preview.top(), engine, query_sha,
+    return RollupSummary(start.date(), end.date(), rows, days, preview, engine, query_sha,
                          {"source": read_seconds, "postgres": write_seconds, "wall": time.perf_counter() - t0})
 
 

@@ -216,4 +216,27 @@ def open_usage_store(url: str | None = None, user: str | None = None, password: 
 
 
 def ensure_schema(store: UsageStore) -> None:
+    """Create requests_raw, and add or bring up to date the columns ClickHouse computes at insert.
+
+    request_key: cityHash64(request_id). Deduplication finds repeated ids by this fixed-width key
+    instead of re-reading and re-hashing the 32-byte strings every close; it is only a candidate
+    filter (copies are then matched on request_id itself), so a collision merges nothing.
+    row_defect: why the row alone cannot be billed (usage_row_defect.sql), decided once.
+    On a table created before them they are metadata only: parts written earlier compute them
+    when read. The rule's hash is kept in the column's comment; when the rule changes, the column
+    is redefined and recomputed for every stored row before the store is used.
+    """
     store.command(sql_text("requests_raw"))
+    store.command("ALTER TABLE requests_raw ADD COLUMN IF NOT EXISTS request_key UInt64 "
+                  "MATERIALIZED cityHash64(request_id)")
+    rule = _expression("usage_row_defect")
+    comment = f"usage_row_defect.sql {hashlib.sha256(rule.encode()).hexdigest()[:16]}"
+    present = store.query_arrow("SELECT comment FROM system.columns WHERE database = currentDatabase() "
+                                "AND table = 'requests_raw' AND name = 'row_defect'").to_pylist()
+    # (DDL takes no bound parameters; the comment is a file name and hex digits)
+    definition = f"row_defect LowCardinality(String) MATERIALIZED ({rule}) COMMENT '{comment}'"
+    if not present:
+        store.command(f"ALTER TABLE requests_raw ADD COLUMN IF NOT EXISTS {definition}")
+    elif present[0]["comment"] != comment:
+        store.command(f"ALTER TABLE requests_raw MODIFY COLUMN {definition}")
+        store.command("ALTER TABLE requests_raw MATERIALIZE COLUMN row_defect SETTINGS mutations_sync = 2")

@@ -13,6 +13,8 @@ CREATE TABLE IF NOT EXISTS requests_raw
     bytes_out    UInt64,
     latency_ms   UInt32,
     source_ip    IPv6
+    -- ensure_schema adds two columns ClickHouse computes at insert (the gateway sends neither):
+    -- request_key and row_defect (stores/clickhouse.py says why)
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(timestamp)

@@ -8,11 +8,7 @@
 -- org and project ids of 1 to 256 letters, digits and _ . : - (SQL in an id is only ever data, but
 -- never a customer's project; invalid UTF-8 or a NUL could not even be stored in PostgreSQL); a
 -- chain of catalog/chains.yaml; an HTTP status of 100..599; bytes_out is UInt64, where a negative
--- value wraps above 2^63, and no RPC response is 100 GB. The id checks read the LowCardinality
--- dictionaries, so the rule costs the month's rollup almost nothing.
-length(requests_raw.request_id) BETWEEN 1 AND 256
-AND match(requests_raw.org_id, '^[A-Za-z0-9_.:-]{1,256}$')
-AND match(requests_raw.project_id, '^[A-Za-z0-9_.:-]{1,256}$')
-AND has({known_chains:Array(String)}, requests_raw.chain)
-AND requests_raw.http_status BETWEEN 100 AND 599
-AND requests_raw.bytes_out <= 100000000000
+-- value wraps above 2^63, and no RPC response is 100 GB. All but the chain is decided once, at
+-- insert (usage_row_defect.sql, stored in row_defect).
+requests_raw.row_defect = ''
+AND requests_raw.chain IN {known_chains:Array(String)}

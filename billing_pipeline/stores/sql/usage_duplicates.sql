@@ -8,8 +8,9 @@
 -- (timestamp, org, project, chain, status, bytes, method, latency, key) tuple; the first decides
 -- the day and attributes the request is billed with, every other copy is a duplicate. Copies are
 -- looked for from dedup_lookback_hours before the window, so a copy re-sent after midnight is not
--- counted again on the next day. Candidate ids are found by a 64-bit hash of request_id (fixed-width keys keep the
--- month's hash table small and fast); a hash collision only sends a unique request down this exact
+-- counted again on the next day. Candidate ids are found by request_key, the 64-bit hash of
+-- request_id stored at insert (a fixed-width column: the pass over the window reads 8 bytes a row
+-- and keeps a small hash table); a hash collision only sends a unique request down this exact
 -- path, where grouping is on the request_id itself, so it can never merge two requests.
 SELECT
     toDate(copy.1)                  AS day,
@@ -29,14 +30,14 @@ FROM
     WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
       AND timestamp < {window_end:DateTime64(3, 'UTC')}
       AND (/* include usage_billable */) /* row filter */
-      AND cityHash64(request_id) IN
+      AND request_key IN
       (
-          SELECT cityHash64(request_id) AS key
+          SELECT request_key
           FROM requests_raw
           WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
             AND timestamp < {window_end:DateTime64(3, 'UTC')}
             AND (/* include usage_billable */) /* row filter */
-          GROUP BY key
+          GROUP BY request_key
           HAVING count() > 1
       )
     GROUP BY request_id

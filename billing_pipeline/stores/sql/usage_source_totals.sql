@@ -5,7 +5,9 @@
 SELECT
     toDate(timestamp)                          AS day,
     count()                                    AS raw_rows,
-    countIf(NOT (/* include usage_billable */)) AS quarantined_rows
+    countIf(NOT (/* include usage_billable */)) AS quarantined_rows,
+    -- about how many rollup rows the day makes (an estimate, to size the rollup's chunks)
+    uniq(org_id, project_id, chain)            AS rollup_keys
 FROM requests_raw
 WHERE timestamp >= {window_start:DateTime64(3, 'UTC')}
   AND timestamp < {window_end:DateTime64(3, 'UTC')}
