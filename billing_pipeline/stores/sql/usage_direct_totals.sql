@@ -6,6 +6,14 @@
 -- request_id itself, so a hash collision merges nothing) are counted by their first copy.
 -- Quarantined rows (not usage_billable.sql) are left out before copies are compared, as the
 -- rollups leave them out.
+-- the keys delivered more than once in reach of the window's copies
+WITH repeated AS
+(
+    SELECT request_key FROM requests_raw
+    WHERE timestamp >= {lookback_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')}
+      AND (/* include usage_billable */)
+    GROUP BY request_key HAVING count() > 1
+)
 SELECT day, sum(requests) AS requests, sum(successful_requests) AS successful_requests,
        sum(bytes_out) AS bytes_out
 FROM
@@ -15,13 +23,7 @@ FROM
     FROM requests_raw
     WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')}
       AND (/* include usage_billable */)
-      AND request_key NOT IN
-      (
-          SELECT request_key FROM requests_raw
-          WHERE timestamp >= {lookback_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')}
-            AND (/* include usage_billable */)
-          GROUP BY request_key HAVING count() > 1
-      )
+      AND request_key NOT IN repeated
     GROUP BY day
 
     UNION ALL
@@ -35,13 +37,7 @@ FROM
         FROM requests_raw
         WHERE timestamp >= {lookback_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')}
           AND (/* include usage_billable */)
-          AND request_key IN
-          (
-              SELECT request_key FROM requests_raw
-              WHERE timestamp >= {lookback_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')}
-                AND (/* include usage_billable */)
-              GROUP BY request_key HAVING count() > 1
-          )
+          AND request_key IN repeated
         GROUP BY request_id
     )
     WHERE first.1 >= {window_start:DateTime64(3, 'UTC')}
