@@ -35,13 +35,18 @@ def main() -> None:
     from billing_pipeline.close import rollup_days
     from billing_pipeline.demo.synthetic import UsageSpec, chain_names, generate_usage
     from billing_pipeline.domain.periods import Period
-    from billing_pipeline.stores.clickhouse import open_usage_store
+    from billing_pipeline.stores.clickhouse import ensure_schema, open_usage_store
 
     days = rollup_days(Period.parse_month(args.month))
     store = open_usage_store(os.environ.get("BILLING_CLICKHOUSE_URL"), os.environ.get("BILLING_CLICKHOUSE_USER"),
                              os.environ.get("BILLING_CLICKHOUSE_PASSWORD"))
     spec = UsageSpec(start=days[0], days=len(days), events=args.events, orgs=args.contracts,
                      projects=args.projects or args.contracts, chains=chain_names(args.chains), seed=args.seed)
+    if args.no_merge:
+        # the parts stay as loaded, one per 20M-request batch: merging them would not finish before
+        # the load does, and would only slow it
+        ensure_schema(store)
+        store.command("SYSTEM STOP MERGES requests_raw")
     t = time.perf_counter()
     rows = generate_usage(store, spec)
     seconds = time.perf_counter() - t

@@ -123,3 +123,40 @@ def test_copies_of_keys_never_delivered_stop_the_rollup():
     for duplicates in (stray, too_many):
         with pytest.raises(usage.RollupConsistencyError, match="re-run it"):
             usage.subtract_duplicates(deliveries, duplicates, meters)
+
+
+
+SPILL_SETTING = "max_bytes_before_external_group_by = 268435456"
+
+
+def _spilled_parts(store) -> int:
+    rows = store.query_arrow("SELECT sum(value) AS n FROM system.events WHERE event = 'ExternalAggregationWritePart'")
+    return rows.column("n")[0].as_py() or 0
+
+
+def test_copies_found_through_a_spilled_hash_table_give_the_same_rollups(db_url, usage_store, monkeypatch):
+    """At a billion requests a month the copies' hash table is spilled to disk; no row may change."""
+    from billing_pipeline.demo.synthetic import UsageSpec, generate_usage
+    from billing_pipeline.steps import reconciliation
+    from billing_pipeline.stores.clickhouse import sql_text
+
+    assert SPILL_SETTING in sql_text("usage_duplicates") and SPILL_SETTING in sql_text("usage_direct_totals")
+    # two days, 300k requests (1,487 delivered twice): one chunk, enough keys to spill
+    generate_usage(usage_store, UsageSpec(start=date(2026, 10, 5), days=2, events=300_000, seed=3))
+    start, end = datetime(2026, 10, 5, tzinfo=UTC), datetime(2026, 10, 7, tzinfo=UTC)
+    in_memory = roll_up_usage(usage_store, db_url, start, end)
+    in_memory_rows = _rollups(db_url)
+
+    def spill_everything(name: str) -> str:
+        # a 1-byte bound; one thread, so that the keys reach the size at which ClickHouse's table
+        # goes two-level, the form it spills (with two threads each holds too few keys here)
+        return sql_text(name).replace(SPILL_SETTING, "max_bytes_before_external_group_by = 1, max_threads = 1")
+
+    monkeypatch.setattr(usage, "sql_text", spill_everything)
+    monkeypatch.setattr(reconciliation, "sql_text", spill_everything)
+    spilled_before = _spilled_parts(usage_store)
+    spilled = roll_up_usage(usage_store, db_url, start, end)
+    assert _spilled_parts(usage_store) > spilled_before
+    assert _rollups(db_url) == in_memory_rows
+    assert (spilled.requests, spilled.duplicate_rows) == (in_memory.requests, in_memory.duplicate_rows) == (300_000, 1_487)
+    assert reconciliation.rollups_match_clickhouse(usage_store, db_url, start, end).passed

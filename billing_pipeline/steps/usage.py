@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from ..stores.clickhouse import UsageStore, sql_sha256, sql_text
 from ..stores.meter_sql import MeterSet
 from ..stores.postgres import transaction
 from .copy import copy_arrow
+
+log = logging.getLogger(__name__)
 
 ROLLUP_SCHEMA = pa.schema([
     ("day", pa.date32()),
@@ -307,6 +310,10 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
             read_seconds += chunk.seconds
             days += chunk.days
             rows += chunk.rollups.num_rows
+            # a month at a billion requests rolls up for many minutes: say how far it has got
+            log.info("usage rolled up to %s: %s raw rows -> %s rollup rows (ClickHouse %.1fs, PostgreSQL %.1fs)",
+                     chunk.days[-1].day if chunk.days else "-", f"{sum(d.raw_rows for d in chunk.days):,}",
+                     f"{chunk.rollups.num_rows:,}", chunk.seconds, time.perf_counter() - t)
             engine, query_sha = chunk.source_engine, chunk.source_query_sha256
         t = time.perf_counter()
         for partition in partitions:
