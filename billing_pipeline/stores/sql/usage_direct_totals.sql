@@ -45,8 +45,6 @@ FROM
 )
 GROUP BY day
 ORDER BY day
--- The copies' candidates are found by one hash table over every request key of the window and its
--- lookback: at a billion requests a month that is 66 M keys a day, 2-5 GiB. Past 256 MiB ClickHouse
--- spills it to disk in buckets and merges them one at a time, so memory stays bounded whatever a
--- day holds (tests/test_rollup_streaming.py checks a spilled run gives the same rows).
-SETTINGS max_bytes_before_external_group_by = 268435456
+-- The repeated keys' hash table spills to disk past 1 GiB, as usage_duplicates.sql's does (which
+-- says why 1 GiB).
+SETTINGS max_bytes_before_external_group_by = 1073741824

@@ -45,7 +45,9 @@ FROM
 WHERE copy.1 >= {window_start:DateTime64(3, 'UTC')} /* copy filter */
 GROUP BY day, org_id, project_id, chain
 -- The copies' candidates are found by one hash table over every request key of the window and its
--- lookback: at a billion requests a month that is 66 M keys a day, 2-5 GiB. Past 256 MiB ClickHouse
--- spills it to disk in buckets and merges them one at a time, so memory stays bounded whatever a
--- day holds (tests/test_rollup_streaming.py checks a spilled run gives the same rows).
-SETTINGS max_bytes_before_external_group_by = 268435456
+-- lookback. Past 1 GiB ClickHouse spills it to disk in buckets and merges them one at a time, so
+-- memory stays bounded whatever a day holds: a billion requests a month make 60 M keys for a day
+-- and its lookback (about 2.5 GiB). Below it nothing is spilled: 10k contracts and 100M requests
+-- make 13 M keys a chunk, which a 256 MiB bound spilled for 1-3 s more per chunk.
+-- (tests/test_rollup_streaming.py checks a spilled run gives the same rows.)
+SETTINGS max_bytes_before_external_group_by = 1073741824
