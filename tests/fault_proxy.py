@@ -88,6 +88,8 @@ class FaultProxy(LoopbackServer):
         class Handler(KeepAliveHandler):
             def _serve(self, method: str) -> None:
                 body = self._read_body()
+                if body is None:
+                    return  # the client died mid-request: nothing is forwarded
                 fault, variant = proxy._draw(method, self.path)
                 if fault == "429":
                     return self._answer_error(method, 429, {"Retry-After": "1"})
@@ -105,7 +107,7 @@ class FaultProxy(LoopbackServer):
             def do_HEAD(self):  # noqa: N802 - boto3's HeadBucket
                 self._serve("HEAD")
 
-            def _read_body(self) -> bytes:
+            def _read_body(self) -> bytes | None:
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
                     data = bytearray()
                     while True:
@@ -116,7 +118,7 @@ class FaultProxy(LoopbackServer):
                             return bytes(data)
                         data += self.rfile.read(size)
                         self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                return super()._read_body()
 
             def _answer(self, method: str, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
                 self.send_response_only(status)

@@ -58,7 +58,9 @@ class KillProxy(LoopbackServer):
 
         class Handler(KeepAliveHandler):
             def _serve(self, method: str) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self._read_body()
+                if body is None:
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 try:

@@ -950,7 +950,9 @@ class ParasutServer(LoopbackServer):
         class Handler(KeepAliveHandler):
             def _serve(self, method: str) -> None:
                 url = urllib.parse.urlsplit(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self._read_body()
+                if body is None:
+                    return
                 reply = fake.handle(method, url.path, url.query, self.headers, body)
                 if reply.after in ("timeout_before", "timeout_after"):
                     time.sleep(fake.hang_seconds)  # outside the lock; the client gives up first

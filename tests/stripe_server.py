@@ -575,7 +575,10 @@ class StripeServer(LoopbackServer):
         class Handler(KeepAliveHandler):
             def _serve(self, method: str) -> None:
                 url = urllib.parse.urlsplit(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                raw = self._read_body()
+                if raw is None:
+                    return
+                body = raw.decode()
                 pairs = urllib.parse.parse_qsl(body if method == "POST" else url.query, keep_blank_values=True)
                 try:
                     params = parse_form(pairs)
