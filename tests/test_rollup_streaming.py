@@ -126,7 +126,7 @@ def test_copies_of_keys_never_delivered_stop_the_rollup():
 
 
 
-SPILL_SETTING = "max_bytes_before_external_group_by = 1073741824"
+SPILL_SETTING = "max_bytes_before_external_group_by = 536870912"
 
 
 def _spilled_parts(store) -> int:

@@ -45,6 +45,6 @@ FROM
 )
 GROUP BY day
 ORDER BY day
--- The repeated keys' hash table spills to disk past 1 GiB, as usage_duplicates.sql's does (which
--- says why 1 GiB).
-SETTINGS max_bytes_before_external_group_by = 1073741824
+-- The repeated keys' hash table spills to disk past 512 MiB, as usage_duplicates.sql's does (which
+-- says why 512 MiB).
+SETTINGS max_bytes_before_external_group_by = 536870912
