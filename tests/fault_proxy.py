@@ -86,10 +86,7 @@ class FaultProxy(LoopbackServer):
         proxy = self
 
         class Handler(KeepAliveHandler):
-            def _serve(self, method: str) -> None:
-                body = self._read_body()
-                if body is None:
-                    return  # the client died mid-request: nothing is forwarded
+            def _serve(self, method: str, body: bytes) -> None:
                 fault, variant = proxy._draw(method, self.path)
                 if fault == "429":
                     return self._answer_error(method, 429, {"Retry-After": "1"})
@@ -105,7 +102,7 @@ class FaultProxy(LoopbackServer):
                 self._answer(method, status, headers, payload)
 
             def do_HEAD(self):  # noqa: N802 - boto3's HeadBucket
-                self._serve("HEAD")
+                self._dispatch("HEAD")
 
             def _read_body(self) -> bytes | None:
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

@@ -57,10 +57,7 @@ class KillProxy(LoopbackServer):
         target = urllib.parse.urlsplit(upstream)
 
         class Handler(KeepAliveHandler):
-            def _serve(self, method: str) -> None:
-                body = self._read_body()
-                if body is None:
-                    return
+            def _serve(self, method: str, body: bytes) -> None:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 try:

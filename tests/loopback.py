@@ -22,7 +22,8 @@ class LoopbackServer:
 
 
 class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive, as API clients expect; every method goes to ``_serve(method)``."""
+    """HTTP/1.1 with keep-alive, as API clients expect; every method goes to ``_serve(method, body)``,
+    only once the request's whole body has arrived."""
 
     protocol_version = "HTTP/1.1"
 
@@ -38,8 +39,13 @@ class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
         # client's delayed ACK add 40 ms to every answer
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _serve(self, method: str) -> None:
+    def _serve(self, method: str, body: bytes) -> None:
         raise NotImplementedError
+
+    def _dispatch(self, method: str) -> None:
+        body = self._read_body()
+        if body is not None:
+            self._serve(method, body)
 
     def _read_body(self) -> bytes | None:
         """The request's body, or None when the client went away before sending all of it (killed
@@ -62,19 +68,19 @@ class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
             pass
 
     def do_GET(self):  # noqa: N802
-        self._serve("GET")
+        self._dispatch("GET")
 
     def do_POST(self):  # noqa: N802
-        self._serve("POST")
+        self._dispatch("POST")
 
     def do_PUT(self):  # noqa: N802
-        self._serve("PUT")
+        self._dispatch("PUT")
 
     def do_PATCH(self):  # noqa: N802
-        self._serve("PATCH")
+        self._dispatch("PATCH")
 
     def do_DELETE(self):  # noqa: N802
-        self._serve("DELETE")
+        self._dispatch("DELETE")
 
     def log_message(self, *args):
         pass

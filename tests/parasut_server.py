@@ -948,11 +948,8 @@ class ParasutServer(LoopbackServer):
         fake = self.parasut
 
         class Handler(KeepAliveHandler):
-            def _serve(self, method: str) -> None:
+            def _serve(self, method: str, body: bytes) -> None:
                 url = urllib.parse.urlsplit(self.path)
-                body = self._read_body()
-                if body is None:
-                    return
                 reply = fake.handle(method, url.path, url.query, self.headers, body)
                 if reply.after in ("timeout_before", "timeout_after"):
                     time.sleep(fake.hang_seconds)  # outside the lock; the client gives up first

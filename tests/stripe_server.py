@@ -573,13 +573,9 @@ class StripeServer(LoopbackServer):
         fake = self.stripe
 
         class Handler(KeepAliveHandler):
-            def _serve(self, method: str) -> None:
+            def _serve(self, method: str, body: bytes) -> None:
                 url = urllib.parse.urlsplit(self.path)
-                raw = self._read_body()
-                if raw is None:
-                    return
-                body = raw.decode()
-                pairs = urllib.parse.parse_qsl(body if method == "POST" else url.query, keep_blank_values=True)
+                pairs = urllib.parse.parse_qsl(body.decode() if method == "POST" else url.query, keep_blank_values=True)
                 try:
                     params = parse_form(pairs)
                 except ApiError as exc:
