@@ -14,9 +14,13 @@ Stages, as the Dagster assets run them (sinks excluded): usage_rollups (ClickHou
 streamed day by day into PostgreSQL) and its rollups_match_clickhouse check, fx_snapshot,
 rated_charges, invoice_drafts, audit_snapshot (export, sign, upload to a local moto S3 with Object
 Lock, read back, verify, ledger). Then the floor: one bare GROUP BY (day, org, project, chain) over
-the month in the same engine, no deduplication, no writes. Peak RSS is sampled every 20 ms per stage
-(chdb runs in-process, so ClickHouse's memory is included; PostgreSQL's is not). Prints a markdown
-table; --json appends the figures to a file. Not a test: it asserts nothing.
+the month in the same engine, no deduplication, no writes. With --drop-usage-after-rollups the floor
+is measured first, in a child process (the close's process starts cold: the floor's 12 GiB would
+stay in its allocator), and the usage store is dropped once the rollups are written, so that the audit
+export has its disk: 100k contracts at 1B requests fit on an 80 GB disk no other way. Peak RSS is
+sampled every 20 ms per stage (chdb runs in-process, so ClickHouse's memory is included;
+PostgreSQL's is not). Prints a markdown table; --json appends the figures to a file. Not a test: it
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -62,11 +66,36 @@ class PeakRss:
 
 from generate import add_data_set_arguments  # noqa: E402  (bench/ is on the path above)
 
+FLOOR, CHECK = "bare aggregation (floor)", "rollups_match_clickhouse"
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def measure_floor(store, month_start: datetime, month_end: datetime) -> dict:
+    """One GROUP BY (day, org, project, chain) over the month: no deduplication, no quarantine rule,
+    no meters, no writes."""
+    rss = PeakRss()
+    rows = store.query_arrow(
+        "SELECT count() FROM requests_raw WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} "
+        "AND timestamp < {window_end:DateTime64(3, 'UTC')}",
+        {"window_start": month_start, "window_end": month_end}).column(0)[0].as_py()
+    rss.reset()
+    t = time.perf_counter()
+    store.query_arrow(
+        "SELECT toDate(timestamp) AS day, org_id, project_id, chain, count() AS requests, "
+        "countIf(http_status < 400) AS successful_requests, sum(bytes_out) AS bytes_out FROM requests_raw "
+        "WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')} "
+        "GROUP BY day, org_id, project_id, chain "
+        # in memory up to 12 GiB (9.4 GiB at 100k contracts and 100M requests); past it, spilled
+        # rather than taking the machine down at 100k contracts and 1B requests
+        "SETTINGS max_bytes_before_external_group_by = 12884901888",
+        {"window_start": month_start, "window_end": month_end})
+    return {"stage": FLOOR, "seconds": round(time.perf_counter() - t, 2), "peak_rss_mib": round(rss.mib()),
+            "rows": rows, "unit": "raw rows"}
 
 
 def main() -> None:
@@ -76,6 +105,12 @@ def main() -> None:
     parser.add_argument("--no-check", action="store_true",
                         help="skip the rollups_match_clickhouse check (not part of the close; 22 minutes at 1B requests)")
     parser.add_argument("--json", help="append the figures to this file (one JSON object per line)")
+    parser.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)  # the child below
+    parser.add_argument("--drop-usage-after-rollups", action="store_true",
+                        help="measure the floor first (in a child process, so this one starts cold), then drop "
+                             "requests_raw once the rollups are written (the later stages read only PostgreSQL): "
+                             "for a data set that does not fit on the disk beside its rollups and audit export "
+                             "(100k contracts at 1B requests); it can be closed only once")
     args = parser.parse_args()
     if not os.environ.get("BILLING_STATE_DIR"):
         parser.error("set BILLING_STATE_DIR (chdb data, signing key)")
@@ -106,6 +141,13 @@ def main() -> None:
     end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     month_start = datetime.combine(period.start, datetime.min.time(), tzinfo=timezone.utc)
     month_end = datetime.combine(period.end, datetime.min.time(), tzinfo=timezone.utc)
+    floor = None
+    if args.drop_usage_after_rollups and not args.floor_only:
+        # before this process opens chdb: one process at a time holds its directory
+        same_data_set = [a for a in sys.argv[1:] if a != "--generate"]
+        child = subprocess.run([sys.executable, __file__, "--floor-only", *same_data_set], check=True,
+                               stdout=subprocess.PIPE, text=True)
+        floor = json.loads(child.stdout.splitlines()[-1])
     store = open_usage_store(os.environ.get("BILLING_CLICKHOUSE_URL"), os.environ.get("BILLING_CLICKHOUSE_USER"),
                              os.environ.get("BILLING_CLICKHOUSE_PASSWORD"))
     if args.no_merge:
@@ -113,6 +155,9 @@ def main() -> None:
         # so the close is not made to race merges a real store would have finished; it reads the
         # parts as loaded (one per 20M-request batch), which is slower than merged ones if anything.
         store.command("SYSTEM STOP MERGES requests_raw")
+    if args.floor_only:
+        print(json.dumps(measure_floor(store, month_start, month_end)))
+        return
     logging.basicConfig(format="  %(message)s", stream=sys.stdout)
     logging.getLogger("billing_pipeline.steps.usage").setLevel(logging.INFO)  # progress of long rollups
     rss = PeakRss()
@@ -125,10 +170,17 @@ def main() -> None:
         figures: dict = {}
         yield figures
         figures.update(stage=name, seconds=round(time.perf_counter() - t, 2), peak_rss_mib=round(rss.mib()))
+        report(figures)
+
+    def report(figures: dict) -> None:
         results.append(figures)
         rate = f"{figures['rows'] / figures['seconds']:,.0f} {figures['unit']}/s" if figures.get("rows") else ""
-        print(f"{name:<24} {figures['seconds']:8.2f}s  {figures.get('rows', 0):>14,} {figures.get('unit', ''):<12} "
-              f"{rate:>22}  peak RSS {figures['peak_rss_mib']:,} MiB  {figures.get('note', '')}", flush=True)
+        print(f"{figures['stage']:<24} {figures['seconds']:8.2f}s  {figures.get('rows', 0):>14,} "
+              f"{figures.get('unit', ''):<12} {rate:>22}  peak RSS {figures['peak_rss_mib']:,} MiB  "
+              f"{figures.get('note', '')}", flush=True)
+
+    if floor:
+        report(floor)
 
     # moto in its own process: it keeps the objects in memory, which is not this process's memory
     port = free_port()
@@ -157,14 +209,19 @@ def main() -> None:
                      postgres_s=round(summary.seconds["postgres"], 2),
                      note=f"{summary.rows:,} rollup rows; ClickHouse {summary.seconds['source']:.1f}s and "
                           f"PostgreSQL {summary.seconds['postgres']:.1f}s overlapped")
-        check_s = 0.0
+        check_s = drop_s = 0.0
         if not args.no_check:
-            with stage("rollups_match_clickhouse") as f:
+            with stage(CHECK) as f:
                 # an asset check: the data team's alarm, not part of the close the floor is compared to
                 check_start = time.perf_counter()
                 match = rollups_match_clickhouse(store, db_url, start, end, 24)
                 check_s = time.perf_counter() - check_start
                 f.update(rows=summary.raw_rows, unit="raw rows", note=f"passed={match.passed}")
+        if args.drop_usage_after_rollups:
+            # not part of the close; SYNC: an Atomic database frees a dropped table's disk minutes later otherwise
+            drop_start = time.perf_counter()
+            store.command("DROP TABLE requests_raw SYNC")
+            drop_s = time.perf_counter() - drop_start
         with stage("fx_snapshot") as f:
             outcome = fx.snapshot_month(db_url, period, fx.FxSources("http://127.0.0.1:9", "http://127.0.0.1:9"),
                                         Decimal("0.02"))
@@ -181,23 +238,12 @@ def main() -> None:
             published = audit.publish_snapshot(db_url, period, embedded_signing_key(), bucket, Path(workdir))
             size = sum(blob_size(v) for v in published.objects.values())
             f.update(rows=size, unit="bytes", note=f"verified={published.check.ok}")
-        close_s = time.perf_counter() - close_start - check_s
+        close_s = time.perf_counter() - close_start - check_s - drop_s
 
-    with stage("bare aggregation (floor)") as f:
-        # One GROUP BY (day, org, project, chain) over the month: no deduplication, no quarantine
-        # rule, no meters, no writes.
-        store.query_arrow(
-            "SELECT toDate(timestamp) AS day, org_id, project_id, chain, count() AS requests, "
-            "countIf(http_status < 400) AS successful_requests, sum(bytes_out) AS bytes_out FROM requests_raw "
-            "WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')} "
-            "GROUP BY day, org_id, project_id, chain "
-            # in memory up to 12 GiB (9.4 GiB at 100k contracts and 100M requests); past it, spilled
-            # rather than taking the machine down at 100k contracts and 1B requests
-            "SETTINGS max_bytes_before_external_group_by = 12884901888",
-            {"window_start": month_start, "window_end": month_end})
-        f.update(rows=summary.raw_rows, unit="raw rows")
-    bare_s = results[-1]["seconds"]
-    peak = max(r["peak_rss_mib"] for r in results[:-1])
+    if not floor:
+        report(measure_floor(store, month_start, month_end))
+    bare_s = next(r["seconds"] for r in results if r["stage"] == FLOOR)
+    peak = max(r["peak_rss_mib"] for r in results if r["stage"] not in (FLOOR, CHECK))
     print(f"\nmonth close {close_s:.1f}s for {summary.raw_rows:,} raw rows ({summary.raw_rows / close_s:,.0f} rows/s); "
           f"floor {bare_s:.1f}s; ratio {close_s / bare_s:.2f}x; "
           + (f"with the check {close_s + check_s:.1f}s ({(close_s + check_s) / bare_s:.2f}x); " if check_s else "")

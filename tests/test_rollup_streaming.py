@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta, timezone
 
 import psycopg
@@ -43,10 +44,10 @@ def test_chunks_are_sized_by_the_rollup_rows_and_raw_rows_they_hold():
 
 
 def test_prefetched_keeps_the_order_and_raises_the_workers_error():
-    assert list(prefetched(lambda x: x * 10, [1, 2, 3])) == [10, 20, 30]
-    assert list(prefetched(lambda x: x, [])) == []
+    assert list(prefetched(lambda x, _released: x * 10, [1, 2, 3])) == [10, 20, 30]
+    assert list(prefetched(lambda x, _released: x, [])) == []
 
-    def work(x):
+    def work(x, _released):
         if x == 2:
             raise ValueError("day 2 failed")
         return x
@@ -55,6 +56,29 @@ def test_prefetched_keeps_the_order_and_raises_the_workers_error():
     assert next(results) == 1
     with pytest.raises(ValueError, match="day 2 failed"):
         next(results)
+
+
+def test_prefetched_work_can_wait_until_the_previous_result_is_let_go():
+    """The rollup's big queries wait until the previous window is written and dropped, so that its
+    memory can go back first; the worker computes ahead up to that point."""
+    started, let_go = [], []
+
+    def work(x, released):
+        started.append(x)
+        assert released.wait(10)
+        let_go.append(x)
+        return x
+
+    results = prefetched(work, [1, 2, 3])
+    assert next(results) == 1
+    time.sleep(0.2)
+    assert (started, let_go) == ([1, 2], [1])  # 2 began, and waits while 1 is held
+    assert next(results) == 2  # asking for the next lets go of 1
+    assert let_go[:2] == [1, 2]
+    time.sleep(0.2)
+    assert (started, let_go) == ([1, 2, 3], [1, 2])
+    results.close()  # a caller that stops early leaves no worker waiting forever
+    assert let_go == [1, 2, 3]
 
 
 def _rollups(db_url: str) -> list[tuple]:

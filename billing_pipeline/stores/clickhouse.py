@@ -81,6 +81,9 @@ class UsageStore(Protocol):
 
     def insert_arrow(self, table: str, data: pa.Table) -> None: ...
 
+    def release_memory(self) -> None:
+        """Give the memory a finished query freed back to the operating system, where it is ours."""
+
     def close(self) -> None: ...
 
 
@@ -131,6 +134,11 @@ class ChdbStore:
             columns = ", ".join(f"`{c}`" for c in data.column_names)
             self._run(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM file({{path:String}}, Parquet)",
                       "CSV", {"path": str(file)})
+
+    def release_memory(self) -> None:
+        # ClickHouse's allocator keeps what a query freed for the next one; in this process that
+        # is our memory: a 1B-request day's copies query left about 300 MB behind for the next.
+        self._run("SYSTEM JEMALLOC PURGE", "CSV", None)
 
     def close(self) -> None:
         """chdb sessions live for the process; closing one would break other users in it."""
@@ -202,6 +210,9 @@ class ClickHouseServerStore:
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         self._client.insert_arrow(table, data)
+
+    def release_memory(self) -> None:
+        """The server's memory is the server's to manage."""
 
     def close(self) -> None:
         self._client.close()
