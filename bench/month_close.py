@@ -50,15 +50,17 @@ class PeakRss:
     """The process's resident set, sampled in a thread; ``stage()`` resets the peak."""
 
     def __init__(self) -> None:
-        self.process, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self.process, self.peak, self.peak_at, self._stop = psutil.Process(), 0, time.perf_counter(), threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            rss = self.process.memory_info().rss
+            if rss > self.peak:
+                self.peak, self.peak_at = rss, time.perf_counter()
 
     def reset(self) -> None:
-        self.peak = self.process.memory_info().rss
+        self.peak, self.peak_at = self.process.memory_info().rss, time.perf_counter()
 
     def mib(self) -> float:
         return max(self.peak, self.process.memory_info().rss) / 2**20
@@ -158,7 +160,7 @@ def main() -> None:
     if args.floor_only:
         print(json.dumps(measure_floor(store, month_start, month_end)))
         return
-    logging.basicConfig(format="  %(message)s", stream=sys.stdout)
+    logging.basicConfig(format="  %(asctime)s %(message)s", stream=sys.stdout)
     logging.getLogger("billing_pipeline.steps.usage").setLevel(logging.INFO)  # progress of long rollups
     rss = PeakRss()
     results: list[dict] = []
@@ -169,14 +171,16 @@ def main() -> None:
         t = time.perf_counter()
         figures: dict = {}
         yield figures
-        figures.update(stage=name, seconds=round(time.perf_counter() - t, 2), peak_rss_mib=round(rss.mib()))
+        figures.update(stage=name, seconds=round(time.perf_counter() - t, 2), peak_rss_mib=round(rss.mib()),
+                       peak_at_s=round(max(rss.peak_at - t, 0), 1))  # when, into the stage (the log says what ran)
         report(figures)
 
     def report(figures: dict) -> None:
         results.append(figures)
         rate = f"{figures['rows'] / figures['seconds']:,.0f} {figures['unit']}/s" if figures.get("rows") else ""
         print(f"{figures['stage']:<24} {figures['seconds']:8.2f}s  {figures.get('rows', 0):>14,} "
-              f"{figures.get('unit', ''):<12} {rate:>22}  peak RSS {figures['peak_rss_mib']:,} MiB  "
+              f"{figures.get('unit', ''):<12} {rate:>22}  peak RSS {figures['peak_rss_mib']:,} MiB "
+              f"{'(at +' + str(figures['peak_at_s']) + ' s)' if 'peak_at_s' in figures else ''}  "
               f"{figures.get('note', '')}", flush=True)
 
     if floor:
@@ -218,9 +222,10 @@ def main() -> None:
                 check_s = time.perf_counter() - check_start
                 f.update(rows=summary.raw_rows, unit="raw rows", note=f"passed={match.passed}")
         if args.drop_usage_after_rollups:
-            # not part of the close; SYNC: an Atomic database frees a dropped table's disk minutes later otherwise
+            # not part of the close; SYNC: an Atomic database frees a dropped table's disk minutes
+            # later otherwise; and ClickHouse refuses to drop a table over 50 GB unless told to
             drop_start = time.perf_counter()
-            store.command("DROP TABLE requests_raw SYNC")
+            store.command("DROP TABLE requests_raw SYNC SETTINGS max_table_size_to_drop = 0")
             drop_s = time.perf_counter() - drop_start
         with stage("fx_snapshot") as f:
             outcome = fx.snapshot_month(db_url, period, fx.FxSources("http://127.0.0.1:9", "http://127.0.0.1:9"),

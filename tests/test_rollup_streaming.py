@@ -109,6 +109,30 @@ def test_a_month_in_chunks_equals_its_days_one_by_one(october, usage_store, monk
     assert (month.requests, month.duplicate_rows, month.rows, len(month.days)) == (63, 4, 40, 33)
 
 
+def test_only_a_window_past_the_bounds_waits_for_the_previous_one(october, usage_store, monkeypatch):
+    """Windows within the bounds overlap ClickHouse and PostgreSQL fully; a window past them (a
+    day bigger than the bounds alone) waits for the previous one to be written and let go of
+    before its big queries. Either way the rows are the same."""
+    waited: list[bool] = []
+    collect_usage = usage.collect_usage
+
+    def recording(*args):
+        waited.append(args[-1] is not None)
+        return collect_usage(*args)
+
+    monkeypatch.setattr(usage, "collect_usage", recording)
+    start, end = datetime(2026, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
+    within = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
+    rows_within = _rollups(october)
+    assert waited == [False] * 5  # five windows of up to seven days, none past the bounds
+    waited.clear()
+    monkeypatch.setattr(usage, "MAX_CHUNK_RAW_ROWS", 0)  # every day with a request is past them
+    past = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
+    assert _rollups(october) == rows_within
+    assert (past.requests, past.rows) == (within.requests, within.rows) == (63, 40)
+    assert len(waited) == 33 and sum(waited) == len([d for d in past.days if d.raw_rows])
+
+
 def _rollup_rows(rows: list[tuple], meters) -> pa.Table:
     schema = usage.rollup_schema(meters)
     return pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)
@@ -134,6 +158,9 @@ def test_copies_are_subtracted_per_key_in_the_deliveries_order():
         (d2, "org_a", "prj_1", "eth-mainnet", 5, 5, 0, 500)]
     first = result.to_pylist()[0]
     assert all(first[c] == (6 if c in additive else 7) for c in meters.columns)
+    # no key left with nothing: every delivery row kept, none copied by a filter
+    kept = usage.subtract_duplicates(deliveries, duplicates.slice(1), meters)
+    assert [r["requests"] for r in kept.to_pylist()] == [7, 2, 1, 5]
 
 
 def test_copies_of_keys_never_delivered_stop_the_rollup():

@@ -195,9 +195,15 @@ def roll_up_usage(store: UsageStore, db_url: str, start: datetime, end: datetime
 
     def collect(window: tuple[datetime, datetime], previous_released: threading.Event) -> CollectedUsage:
         days = _days(window[0].date(), window[1].date())
+        window_source = [source_by_day.get(d, {"day": d, "raw_rows": 0, "quarantined_rows": 0}) for d in days]
+        # Two windows within the bounds fit in memory side by side, so ClickHouse works on this one
+        # while PostgreSQL takes in the one before. A window past them (a day bigger than the
+        # bounds on its own: 30 M raw rows and 2 M rollup rows at 1B requests and 100k contracts)
+        # runs its big queries only once the previous one is written and its memory given back.
+        oversized = (sum(d["raw_rows"] for d in window_source) > MAX_CHUNK_RAW_ROWS
+                     or sum(d.get("rollup_keys", 0) for d in window_source) > MAX_CHUNK_ROLLUP_ROWS)
         return collect_usage(store, meters, {**params, "window_start": window[0], "window_end": window[1]}, zones,
-                             [source_by_day.get(d, {"day": d, "raw_rows": 0, "quarantined_rows": 0}) for d in days],
-                             previous_released)
+                             window_source, previous_released if oversized else None)
 
     return write_rollups(db_url, start, end, prefetched(collect, plan_chunks(start, end, source)), meters, run_id)
 
@@ -240,16 +246,16 @@ def plan_chunks(start: datetime, end: datetime, source: list[dict]) -> list[tupl
 def collect_usage(store: UsageStore, meters: MeterSet, params: dict, zones: dict[str, str],
                   source: list[dict], previous_released: threading.Event | None = None) -> CollectedUsage:
     """One window's rollups, quarantine and local-midnight split, read from ClickHouse. The big
-    queries wait for ``previous_released``: the previous window written and let go of."""
+    queries wait for ``previous_released`` if given: the previous window written and let go of."""
     t0 = time.perf_counter()
     days = _days(params["window_start"].date(), params["window_end"].date())
     deliveries_sql = meters.deliveries_sql(sql_text("usage_rollups"))
     duplicates_sql = meters.duplicates_sql(sql_text("usage_duplicates"))
     # Order matters for memory at a billion requests a month. The small queries first, while
-    # PostgreSQL takes in the previous window; then, once it is written, its memory goes back
-    # (this thread allocated it, so this thread gives it back). Then the copies, whose query needs
-    # the most memory and whose result is small, so that the deliveries (a row per key) never sit
-    # in memory beside its hash tables.
+    # PostgreSQL takes in the previous window; then, once it is written (if waited for), its
+    # memory goes back (this thread allocated it, so this thread gives it back). Then the copies,
+    # whose query needs the most memory and whose result is small, so that the deliveries (a row
+    # per key) never sit in memory beside its hash tables.
     quarantined = store.query_arrow(sql_text("usage_quarantine"), params).select(QUARANTINE_COLUMNS)
     before_local_midnight = _before_local_midnight(store, meters, params, zones, days)
     if previous_released is not None:
