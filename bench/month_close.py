@@ -108,6 +108,8 @@ def main() -> None:
                         help="skip the rollups_match_clickhouse check (not part of the close; 22 minutes at 1B requests)")
     parser.add_argument("--json", help="append the figures to this file (one JSON object per line)")
     parser.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)  # the child below
+    parser.add_argument("--no-floor", action="store_true",
+                        help="do not measure the floor (measured before on the same data set); no ratio printed")
     parser.add_argument("--drop-usage-after-rollups", action="store_true",
                         help="measure the floor first (in a child process, so this one starts cold), then drop "
                              "requests_raw once the rollups are written (the later stages read only PostgreSQL): "
@@ -144,7 +146,7 @@ def main() -> None:
     month_start = datetime.combine(period.start, datetime.min.time(), tzinfo=timezone.utc)
     month_end = datetime.combine(period.end, datetime.min.time(), tzinfo=timezone.utc)
     floor = None
-    if args.drop_usage_after_rollups and not args.floor_only:
+    if args.drop_usage_after_rollups and not args.floor_only and not args.no_floor:
         # before this process opens chdb: one process at a time holds its directory
         same_data_set = [a for a in sys.argv[1:] if a != "--generate"]
         child = subprocess.run([sys.executable, __file__, "--floor-only", *same_data_set], check=True,
@@ -245,20 +247,22 @@ def main() -> None:
             f.update(rows=size, unit="bytes", note=f"verified={published.check.ok}")
         close_s = time.perf_counter() - close_start - check_s - drop_s
 
-    if not floor:
+    if not floor and not args.no_floor and not args.drop_usage_after_rollups:
         report(measure_floor(store, month_start, month_end))
-    bare_s = next(r["seconds"] for r in results if r["stage"] == FLOOR)
+    bare_s = next((r["seconds"] for r in results if r["stage"] == FLOOR), None)
     peak = max(r["peak_rss_mib"] for r in results if r["stage"] not in (FLOOR, CHECK))
     print(f"\nmonth close {close_s:.1f}s for {summary.raw_rows:,} raw rows ({summary.raw_rows / close_s:,.0f} rows/s); "
-          f"floor {bare_s:.1f}s; ratio {close_s / bare_s:.2f}x; "
-          + (f"with the check {close_s + check_s:.1f}s ({(close_s + check_s) / bare_s:.2f}x); " if check_s else "")
+          + (f"floor {bare_s:.1f}s; ratio {close_s / bare_s:.2f}x; " if bare_s else "floor not measured; ")
+          + (f"with the check {close_s + check_s:.1f}s"
+             + (f" ({(close_s + check_s) / bare_s:.2f}x); " if bare_s else "; ") if check_s else "")
           + f"peak RSS {peak:,} MiB")
     moto.terminate()
     if args.json:
         with open(args.json, "a") as out:
             out.write(json.dumps({"contracts": args.contracts, "projects": args.projects or args.contracts,
                                   "events": args.events, "chains": args.chains, "close_s": round(close_s, 1),
-                                  "check_s": round(check_s, 1), "floor_s": bare_s, "ratio": round(close_s / bare_s, 2), "peak_rss_mib": peak,
+                                  "check_s": round(check_s, 1), "floor_s": bare_s,
+                                  "ratio": round(close_s / bare_s, 2) if bare_s else None, "peak_rss_mib": peak,
                                   "stages": results}) + "\n")
 
 
