@@ -161,6 +161,10 @@ def test_copies_are_subtracted_per_key_in_the_deliveries_order():
     # no key left with nothing: every delivery row kept, none copied by a filter
     kept = usage.subtract_duplicates(deliveries, duplicates.slice(1), meters)
     assert [r["requests"] for r in kept.to_pylist()] == [7, 2, 1, 5]
+    # streamed as ClickHouse streams them, a batch at a time: the same rows
+    streamed = usage.subtract_duplicates(iter(deliveries.to_batches(max_chunksize=1)), duplicates, meters)
+    assert streamed.to_pylist() == result.to_pylist()
+    assert usage.subtract_duplicates(iter([]), duplicates.slice(0, 0), meters).num_rows == 0
 
 
 def test_copies_of_keys_never_delivered_stop_the_rollup():
@@ -174,6 +178,64 @@ def test_copies_of_keys_never_delivered_stop_the_rollup():
     for duplicates in (stray, too_many):
         with pytest.raises(usage.RollupConsistencyError, match="re-run it"):
             usage.subtract_duplicates(deliveries, duplicates, meters)
+        with pytest.raises(usage.RollupConsistencyError, match="re-run it"):
+            usage.subtract_duplicates(iter(deliveries.to_batches()), duplicates, meters)
+
+
+def test_the_chdb_store_streams_a_result_in_batches(usage_store):
+    # ClickHouse's blocks of three rows, handed on once four rows have come
+    batches = list(usage_store.stream_arrow(
+        "SELECT number AS n FROM numbers({count:UInt64}) SETTINGS max_block_size = 3", {"count": 10},
+        rows_per_batch=4))
+    assert [b.num_rows for b in batches] == [6, 4]
+    assert pa.Table.from_batches(batches).column("n").to_pylist() == list(range(10))
+
+
+def test_copy_candidates_take_passes_only_for_a_big_window_in_this_process(usage_store):
+    day = {"raw_rows": 30_500_000}
+    # 100k contracts at 1B requests: a day and its lookback are 61 M keys
+    assert usage.copy_key_passes(usage_store, [day], 24) == 4
+    # 10k contracts at 100M: three days and one of lookback, 12 M keys, one query as before
+    assert usage.copy_key_passes(usage_store, [{"raw_rows": 3_050_000}] * 3, 24) == 1
+    assert usage.copy_key_passes(usage_store, [], 24) == 1
+
+    class Server:  # a ClickHouse server's memory is the server's: one query, whatever the window
+        in_process = False
+
+    assert usage.copy_key_passes(Server(), [day], 24) == 1
+
+
+def test_copy_candidates_found_in_passes_give_the_same_rollups(october, usage_store, monkeypatch):
+    """Each pass takes one share of the request keys into a table of its own; the copies, the
+    split at local midnights and the day totals are those of the single query, and no table is
+    left behind."""
+    start, end = datetime(2026, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
+    with psycopg.connect(october) as conn:  # org_a billed in Istanbul: its days split at local midnights
+        conn.execute("UPDATE contracts SET timezone = 'Europe/Istanbul' WHERE contract_id = 'CTR-A'")
+    one_query = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
+    rows = _rollups(october)
+    with psycopg.connect(october) as conn:
+        split = conn.execute("SELECT * FROM usage_before_local_midnight ORDER BY 1, 2, 3, 4").fetchall()
+    assert len(split) > 1
+    passes: list[int] = []
+    query_duplicates = usage.query_duplicates
+
+    def recording(store, meters, params, n, before_local_midnight=False):
+        passes.append(n)
+        return query_duplicates(store, meters, params, n, before_local_midnight)
+
+    monkeypatch.setattr(usage, "query_duplicates", recording)
+    monkeypatch.setattr(usage, "COPY_KEYS_PER_PASS", 5)
+    in_passes = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
+    assert max(passes) > 1
+    assert _rollups(october) == rows
+    with psycopg.connect(october) as conn:
+        assert conn.execute("SELECT * FROM usage_before_local_midnight ORDER BY 1, 2, 3, 4").fetchall() == split
+    assert (in_passes.requests, in_passes.duplicate_rows, in_passes.rows) == (
+        one_query.requests, one_query.duplicate_rows, one_query.rows) == (63, 4, 40)
+    assert in_passes.source_query_sha256 == one_query.source_query_sha256  # the same rule, however run
+    left = usage_store.query_arrow("SELECT count() AS n FROM system.tables WHERE name LIKE 'rollup_copy_candidates%'")
+    assert left.column("n")[0].as_py() == 0
 
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import uuid
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from psycopg import sql
 from ..domain.chains import known_chains
 from ..domain.local_days import cut_parameters
 from ..errors import MissingDataError
-from ..stores.clickhouse import UsageStore, sql_sha256, sql_text
+from ..stores.clickhouse import UsageStore, sql_expression, sql_sha256, sql_text
 from ..stores.meter_sql import MeterSet
 from ..stores.postgres import transaction
 from .copy import copy_arrow
@@ -98,36 +100,51 @@ def _row_keys(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*columns, "\x00").combine_chunks()
 
 
-def subtract_duplicates(deliveries: pa.Table, duplicates: pa.Table, meters: MeterSet) -> pa.Table:
+def subtract_duplicates(deliveries: pa.Table | Iterable[pa.RecordBatch], duplicates: pa.Table,
+                        meters: MeterSet) -> pa.Table:
     """Billable rollups = every delivery minus the repeated ones, per key, in the deliveries' order.
 
-    Vectorised in Arrow: each key of the few duplicated ones is looked up among the deliveries'
-    keys (a hash lookup, no join and no re-sort, so the deliveries are not copied beyond their
-    corrected columns; ClickHouse returns them sorted by key, the order PostgreSQL's primary key
-    appends fastest). Additive meters are corrected like the counters; MAX, UNIQUE_COUNT and
-    LATEST meters keep their value over all deliveries. Keys left with no request are dropped:
-    all their deliveries were copies of requests counted elsewhere.
+    The deliveries may come as a table or as a stream of batches (a key in one batch only, as
+    GROUP BY gives them): each batch is corrected as it arrives, so a window's deliveries are
+    never held twice. Vectorised in Arrow: each delivery's key is looked up among the few
+    duplicated ones (a hash lookup, no join and no re-sort; ClickHouse returns them sorted by key,
+    the order PostgreSQL's primary key appends fastest). Additive meters are corrected like the
+    counters; MAX, UNIQUE_COUNT and LATEST meters keep their value over all deliveries. Keys left
+    with no request are dropped: all their deliveries were copies of requests counted elsewhere.
     """
     schema = rollup_schema(meters)
     counters = COUNTERS + meters.additive_columns
-    deliveries = deliveries.select(schema.names).cast(schema)
     duplicates = duplicates.select(KEYS + counters).cast(pa.schema([schema.field(n) for n in KEYS + counters]))
-    if not duplicates.num_rows:
-        return deliveries
-    # for each delivery row, the duplicates row of the same key (null where its key had no copy)
-    match = pc.index_in(_row_keys(deliveries), value_set=_row_keys(duplicates))
-    if pc.sum(pc.is_valid(match)).as_py() != duplicates.num_rows:
+    duplicate_keys = _row_keys(duplicates) if duplicates.num_rows else None
+    pieces, matched = [], 0
+    for piece in ([deliveries] if isinstance(deliveries, pa.Table) else deliveries):
+        piece = (piece if isinstance(piece, pa.Table) else pa.Table.from_batches([piece]))
+        piece = piece.select(schema.names).cast(schema)
+        if duplicate_keys is not None and piece.num_rows:
+            piece, found = _subtract_piece(piece, duplicates, duplicate_keys, counters)
+            matched += found
+        pieces.append(piece)
+    if matched != duplicates.num_rows:
         raise RollupConsistencyError(
             "duplicate copies do not match the delivered keys; did requests_raw change during the rollup? re-run it")
-    columns = [pc.subtract(deliveries.column(c), pc.fill_null(pc.take(duplicates.column(c), match), 0))
-               if c in counters else deliveries.column(c) for c in schema.names]
-    result = pa.Table.from_arrays(columns, schema=schema)
+    return pa.concat_tables(pieces) if pieces else schema.empty_table()
+
+
+def _subtract_piece(piece: pa.Table, duplicates: pa.Table, duplicate_keys: pa.Array,
+                    counters: list[str]) -> tuple[pa.Table, int]:
+    """One batch of deliveries minus their copies; also how many copy keys it held."""
+    # for each delivery row, the duplicates row of the same key (null where its key had no copy)
+    match = pc.index_in(_row_keys(piece), value_set=duplicate_keys)
+    columns = [pc.subtract(piece.column(c), pc.fill_null(pc.take(duplicates.column(c), match), 0))
+               if c in counters else piece.column(c) for c in piece.schema.names]
+    result = pa.Table.from_arrays(columns, schema=piece.schema)
     least = pc.min(result.column("requests")).as_py()
     if least < 0:
         raise RollupConsistencyError(
             "more copies than deliveries for a key; did requests_raw change during the rollup? re-run it")
     # filtering copies every column: only when some key is left with nothing
-    return result.filter(pc.greater(result.column("requests"), 0)) if least == 0 else result
+    result = result.filter(pc.greater(result.column("requests"), 0)) if least == 0 else result
+    return result, pc.sum(pc.is_valid(match)).as_py() or 0
 
 
 def _days(start: date, end: date) -> list[date]:
@@ -250,25 +267,83 @@ def collect_usage(store: UsageStore, meters: MeterSet, params: dict, zones: dict
     t0 = time.perf_counter()
     days = _days(params["window_start"].date(), params["window_end"].date())
     deliveries_sql = meters.deliveries_sql(sql_text("usage_rollups"))
-    duplicates_sql = meters.duplicates_sql(sql_text("usage_duplicates"))
+    passes = copy_key_passes(store, source, params["dedup_lookback_hours"])
     # Order matters for memory at a billion requests a month. The small queries first, while
     # PostgreSQL takes in the previous window; then, once it is written (if waited for), its
     # memory goes back (this thread allocated it, so this thread gives it back). Then the copies,
     # whose query needs the most memory and whose result is small, so that the deliveries (a row
-    # per key) never sit in memory beside its hash tables.
+    # per key) never sit in memory beside its hash tables. The deliveries are streamed: held whole,
+    # a 1B-request day's 2 M rows were in ClickHouse's result and in Arrow's copy of it at once.
+    window = f"{days[0]}..{days[-1]}" if days else "-"
     quarantined = store.query_arrow(sql_text("usage_quarantine"), params).select(QUARANTINE_COLUMNS)
-    before_local_midnight = _before_local_midnight(store, meters, params, zones, days)
+    log.debug("usage %s: quarantine read; splitting at local midnights", window)
+    before_local_midnight = _before_local_midnight(store, meters, params, zones, days, passes)
     if previous_released is not None:
+        log.debug("usage %s: waiting for the previous window to be written", window)
         previous_released.wait()
     give_back_memory(store)
-    duplicates = store.query_arrow(duplicates_sql, params)
+    log.debug("usage %s: copies query (candidates in %d pass%s)", window, passes, "" if passes == 1 else "es")
+    duplicates = query_duplicates(store, meters, params, passes)
     give_back_memory(store)
-    deliveries = store.query_arrow(deliveries_sql, params)
+    log.debug("usage %s: deliveries query (%s copy keys), its copies subtracted batch by batch", window,
+              f"{duplicates.num_rows:,}")
+    rollups = subtract_duplicates(store.stream_arrow(deliveries_sql, params), duplicates, meters)
+    del duplicates
     give_back_memory(store)
-    rollups = subtract_duplicates(deliveries, duplicates, meters)
-    del deliveries, duplicates
+    log.debug("usage %s: collected %s rollup rows", window, f"{rollups.num_rows:,}")
     return CollectedUsage(rollups, _day_totals(days, source, rollups), quarantined, before_local_midnight,
-                          store.engine, sql_sha256(deliveries_sql + duplicates_sql), time.perf_counter() - t0)
+                          store.engine, sql_sha256(deliveries_sql + duplicates_sql(meters)), time.perf_counter() - t0)
+
+
+COPY_CANDIDATES = "/* copy candidates */"
+KEY_PASS = "/* key pass */"
+# Keys one pass of usage_copy_candidates.sql may hash, where the engine's memory is ours (chdb): a
+# 1B-request day and its lookback (61 M keys) took 1,143 MiB over the process in one query (its
+# table spilling past 512 MiB), 835 MiB in four passes, and no longer (34.7 s against 36.4 s: no
+# spill). Below it (10k contracts' 100M requests: 12 M keys a three-day chunk) the candidates stay
+# one subquery of the copies' query.
+COPY_KEYS_PER_PASS = 16_000_000
+
+
+def copy_key_passes(store: UsageStore, source: list[dict], lookback_hours: int) -> int:
+    """How many passes find a window's copy candidates: one, unless the engine runs in this process
+    and the window with its lookback holds more request keys than COPY_KEYS_PER_PASS."""
+    if not getattr(store, "in_process", False) or not source:
+        return 1
+    rows = sum(d["raw_rows"] for d in source)
+    keys = rows * (1 + lookback_hours / (24 * len(source)))
+    return max(1, math.ceil(keys / COPY_KEYS_PER_PASS))
+
+
+def duplicates_sql(meters: MeterSet, before_local_midnight: bool = False, candidates_table: str | None = None) -> str:
+    """usage_duplicates.sql with its candidates: their query, or the table passes filled."""
+    candidates = (f"SELECT request_key FROM {candidates_table}" if candidates_table
+                  else sql_expression("usage_copy_candidates").replace(KEY_PASS, ""))
+    return meters.duplicates_sql(sql_text("usage_duplicates").replace(COPY_CANDIDATES, candidates),
+                                 before_local_midnight)
+
+
+def query_duplicates(store: UsageStore, meters: MeterSet, params: dict, passes: int,
+                     before_local_midnight: bool = False) -> pa.Table:
+    """The copies of a window (usage_duplicates.sql), their candidates found in ``passes`` passes
+    over shares of the key space, one after the other, into a table of this call's own."""
+    if passes == 1:
+        return store.query_arrow(duplicates_sql(meters, before_local_midnight), params)
+    table = f"rollup_copy_candidates_{uuid.uuid4().hex[:12]}"  # a name of our making, never input
+    store.command(f"CREATE TABLE {table} (request_key UInt64) ENGINE = Memory")
+    try:
+        for key_pass in range(passes):
+            candidates = sql_expression("usage_copy_candidates").replace(
+                KEY_PASS, f"AND request_key % {passes} = {key_pass}")
+            store.command(f"INSERT INTO {table} {meters.duplicates_sql(candidates, before_local_midnight)}\n"
+                          f"SETTINGS max_bytes_before_external_group_by = {COPY_SPILL_BYTES}", params)
+            store.release_memory()
+        return store.query_arrow(duplicates_sql(meters, before_local_midnight, table), params)
+    finally:
+        store.command(f"DROP TABLE IF EXISTS {table}")
+
+
+COPY_SPILL_BYTES = 536_870_912  # as usage_duplicates.sql's own setting
 
 
 def give_back_memory(store: UsageStore) -> None:
@@ -343,6 +418,7 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
                          (start.date(), end.date()))
         for chunk in collected:
             t = time.perf_counter()
+            log.debug("usage %s: writing to PostgreSQL", chunk.days[0].day if chunk.days else "-")
             copy_arrow(conn, "usage_rollups", chunk.rollups)
             copy_arrow(conn, "quarantined_usage", chunk.quarantined)
             copy_arrow(conn, "usage_before_local_midnight", chunk.before_local_midnight)
@@ -425,7 +501,7 @@ def billing_timezones(db_url: str, start: date, end: date) -> dict[str, str]:
 
 
 def _before_local_midnight(store: UsageStore, meters: MeterSet, params: dict, zones: dict[str, str],
-                           days: list[date]) -> pa.Table:
+                           days: list[date], passes: int = 1) -> pa.Table:
     """For orgs billed in other timezones, the part of each UTC day's usage sent before the local
     midnight inside it: the same deliveries-minus-duplicates queries, narrowed to those rows."""
     schema = pa.schema([("day", pa.date32()), ("org_id", pa.string()), ("project_id", pa.string()),
@@ -436,7 +512,7 @@ def _before_local_midnight(store: UsageStore, meters: MeterSet, params: dict, zo
     params = {**params, **cut_parameters(zones, days)}
     before = subtract_duplicates(
         store.query_arrow(meters.deliveries_sql(sql_text("usage_rollups"), before_local_midnight=True), params),
-        store.query_arrow(meters.duplicates_sql(sql_text("usage_duplicates"), before_local_midnight=True), params),
+        query_duplicates(store, meters, params, passes, before_local_midnight=True),
         meters)
     tz = pa.array([zones[o] for o in before.column("org_id").to_pylist()], pa.string())
     return before.append_column("timezone", tz).select(schema.names).cast(schema)

@@ -30,25 +30,17 @@ FROM
     WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
       AND timestamp < {window_end:DateTime64(3, 'UTC')}
       AND (/* include usage_billable */) /* row filter */
-      AND request_key IN
-      (
-          SELECT request_key
-          FROM requests_raw
-          WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})
-            AND timestamp < {window_end:DateTime64(3, 'UTC')}
-            AND (/* include usage_billable */) /* row filter */
-          GROUP BY request_key
-          HAVING count() > 1
-      )
+      AND request_key IN (/* copy candidates */)
     GROUP BY request_id
 )
 WHERE copy.1 >= {window_start:DateTime64(3, 'UTC')} /* copy filter */
 GROUP BY day, org_id, project_id, chain
--- The copies' candidates are found by one hash table over every request key of the window and its
--- lookback. Past 512 MiB ClickHouse spills it to disk in buckets and merges them one at a time, so
--- memory stays bounded whatever a day holds: a billion requests a month make 60 M keys for a day
--- and its lookback: spilled past 1 GiB they took 1,175 MiB and 32.0 s, past 512 MiB 757 MiB and
--- 29.5 s, past 256 MiB 599 MiB and 37.3 s. A chunk of 10k contracts' 100M requests (13 M keys)
--- stays under 512 MiB: nothing is spilled.
+-- The copies' candidates (usage_copy_candidates.sql, in place of the marker: the query itself, or
+-- the table its passes filled) are found by one hash table over every request key of the window
+-- and its lookback. Past 512 MiB ClickHouse spills it to disk in buckets and merges them one at a
+-- time: a billion requests a month make 60 M keys for a day and its lookback: spilled past 1 GiB
+-- they took 1,175 MiB and 32.0 s, past 512 MiB 757 MiB and 29.5 s, past 256 MiB 599 MiB and
+-- 37.3 s. A chunk of 10k contracts' 100M requests (13 M keys) stays under 512 MiB: nothing is
+-- spilled.
 -- (tests/test_rollup_streaming.py checks a spilled run gives the same rows.)
 SETTINGS max_bytes_before_external_group_by = 536870912
