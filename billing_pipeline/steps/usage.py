@@ -336,14 +336,16 @@ def query_duplicates(store: UsageStore, meters: MeterSet, params: dict, passes: 
             candidates = sql_expression("usage_copy_candidates").replace(
                 KEY_PASS, f"AND request_key % {passes} = {key_pass}")
             store.command(f"INSERT INTO {table} {meters.duplicates_sql(candidates, before_local_midnight)}\n"
-                          f"SETTINGS max_bytes_before_external_group_by = {COPY_SPILL_BYTES}", params)
+                          f"{_copies_settings()}", params)
             store.release_memory()
         return store.query_arrow(duplicates_sql(meters, before_local_midnight, table), params)
     finally:
         store.command(f"DROP TABLE IF EXISTS {table}")
 
 
-COPY_SPILL_BYTES = 536_870_912  # as usage_duplicates.sql's own setting
+def _copies_settings() -> str:
+    """usage_duplicates.sql's SETTINGS clause (its spill bound), for each pass to run under too."""
+    return sql_text("usage_duplicates").rstrip().rsplit("\n", 1)[-1]
 
 
 def give_back_memory(store: UsageStore) -> None:

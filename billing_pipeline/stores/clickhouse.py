@@ -39,15 +39,11 @@ def sql_text(name: str) -> str:
     lines dropped), so a rule several queries share, such as which raw rows are quarantined, is
     written once."""
     text = resources.files(__package__).joinpath("sql", f"{name}.sql").read_text()
-    return _INCLUDE.sub(lambda m: _expression(m.group(1)), text)
+    return _INCLUDE.sub(lambda m: sql_expression(m.group(1)), text)
 
 
 def sql_expression(name: str) -> str:
     """A named SQL file's text without its leading comment: what an include comment splices in."""
-    return _expression(name)
-
-
-def _expression(name: str) -> str:
     lines = sql_text(name).splitlines()
     while lines and lines[0].lstrip().startswith("--"):
         lines.pop(0)
@@ -268,7 +264,7 @@ def ensure_schema(store: UsageStore) -> None:
     store.command(sql_text("requests_raw"))
     store.command("ALTER TABLE requests_raw ADD COLUMN IF NOT EXISTS request_key UInt64 "
                   "MATERIALIZED cityHash64(request_id)")
-    rule = _expression("usage_row_defect")
+    rule = sql_expression("usage_row_defect")
     comment = f"usage_row_defect.sql {hashlib.sha256(rule.encode()).hexdigest()[:16]}"
     present = store.query_arrow("SELECT comment FROM system.columns WHERE database = currentDatabase() "
                                 "AND table = 'requests_raw' AND name = 'row_defect'").to_pylist()

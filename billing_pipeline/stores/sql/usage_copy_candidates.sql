@@ -1,5 +1,5 @@
 -- The request keys delivered more than once in a rollup window and its lookback: the candidates
--- usage_duplicates.sql looks for copies among. Spliced in by an include comment (see sql_text).
+-- usage_duplicates.sql looks for copies among, spliced in where its copy candidates marker stands.
 -- One hash table over every request key of the window and its lookback finds them. In the chdb
 -- process that table is our memory: at a billion requests a month a day and its lookback hold
 -- 61 M keys, and the table took about 1.1 GiB even spilling past 512 MiB. So there a window that
