@@ -69,6 +69,14 @@ class PeakRss:
 from generate import add_data_set_arguments  # noqa: E402  (bench/ is on the path above)
 
 FLOOR, CHECK = "bare aggregation (floor)", "rollups_match_clickhouse"
+FLOOR_SQL = (
+    "SELECT toDate(timestamp) AS day, org_id, project_id, chain, count() AS requests, "
+    "countIf(http_status < 400) AS successful_requests, sum(bytes_out) AS bytes_out FROM requests_raw "
+    "WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')} "
+    "GROUP BY day, org_id, project_id, chain "
+    # in memory up to 12 GiB (9.4 GiB at 100k contracts and 100M requests); past it, spilled
+    # rather than taking the machine down at 100k contracts and 1B requests
+    "SETTINGS max_bytes_before_external_group_by = 12884901888")
 
 
 def free_port() -> int:
@@ -87,15 +95,7 @@ def measure_floor(store, month_start: datetime, month_end: datetime) -> dict:
         {"window_start": month_start, "window_end": month_end}).column(0)[0].as_py()
     rss.reset()
     t = time.perf_counter()
-    store.query_arrow(
-        "SELECT toDate(timestamp) AS day, org_id, project_id, chain, count() AS requests, "
-        "countIf(http_status < 400) AS successful_requests, sum(bytes_out) AS bytes_out FROM requests_raw "
-        "WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')} "
-        "GROUP BY day, org_id, project_id, chain "
-        # in memory up to 12 GiB (9.4 GiB at 100k contracts and 100M requests); past it, spilled
-        # rather than taking the machine down at 100k contracts and 1B requests
-        "SETTINGS max_bytes_before_external_group_by = 12884901888",
-        {"window_start": month_start, "window_end": month_end})
+    store.query_arrow(FLOOR_SQL, {"window_start": month_start, "window_end": month_end})
     return {"stage": FLOOR, "seconds": round(time.perf_counter() - t, 2), "peak_rss_mib": round(rss.mib()),
             "rows": rows, "unit": "raw rows"}
 
@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--generate", action="store_true", help="generate the usage first (separate process)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the rollups_match_clickhouse check (not part of the close; 22 minutes at 1B requests)")
+    parser.add_argument("--log-queries", action="store_true",
+                        help="log each rollup query of each window as it starts (where a slow day's time went)")
     parser.add_argument("--json", help="append the figures to this file (one JSON object per line)")
     parser.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)  # the child below
     parser.add_argument("--no-floor", action="store_true",
@@ -163,7 +165,8 @@ def main() -> None:
         print(json.dumps(measure_floor(store, month_start, month_end)))
         return
     logging.basicConfig(format="  %(asctime)s %(message)s", stream=sys.stdout)
-    logging.getLogger("billing_pipeline.steps.usage").setLevel(logging.INFO)  # progress of long rollups
+    logging.getLogger("billing_pipeline.steps.usage").setLevel(  # progress of long rollups
+        logging.DEBUG if args.log_queries else logging.INFO)
     rss = PeakRss()
     results: list[dict] = []
 

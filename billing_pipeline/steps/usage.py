@@ -297,12 +297,14 @@ def collect_usage(store: UsageStore, meters: MeterSet, params: dict, zones: dict
 
 COPY_CANDIDATES = "/* copy candidates */"
 KEY_PASS = "/* key pass */"
-# Keys one pass of usage_copy_candidates.sql may hash, where the engine's memory is ours (chdb): a
-# 1B-request day and its lookback (61 M keys) took 1,143 MiB over the process in one query (its
-# table spilling past 512 MiB), 835 MiB in four passes, and no longer (34.7 s against 36.4 s: no
-# spill). Below it (10k contracts' 100M requests: 12 M keys a three-day chunk) the candidates stay
-# one subquery of the copies' query.
-COPY_KEYS_PER_PASS = 16_000_000
+# Keys one pass of usage_copy_candidates.sql may hash, where the engine's memory is ours (chdb). A
+# 1B-request day at 100k contracts and its lookback hold 61 M keys; a pass reads them all again. On
+# the full month's parts, that day's copies' query took (bench/rollup_profile.py --keys-per-pass):
+# one pass 20.4 s and 1,457 MiB of RSS, two 25.7 s and 1,302 MiB, four 35.4 s and 1,097 MiB, while
+# the day's deliveries query peaks at 1,370-1,386 MiB whatever the passes: two keep the copies under
+# it for 10 s a day less than four. Below this (10k contracts' 100M requests: 12 M keys a three-day
+# chunk) the candidates stay one subquery of the copies' query.
+COPY_KEYS_PER_PASS = 32_000_000
 
 
 def copy_key_passes(store: UsageStore, source: list[dict], lookback_hours: int) -> int:
