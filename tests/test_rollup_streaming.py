@@ -31,9 +31,9 @@ def test_chunks_are_sized_by_the_rollup_rows_and_raw_rows_they_hold():
     assert _dates(plan_chunks(start, end, _source(date(2026, 9, 30), 33, 1_000, 50_000))) == [
         ("2026-09-30", "2026-10-07"), ("2026-10-07", "2026-10-14"), ("2026-10-14", "2026-10-21"),
         ("2026-10-21", "2026-10-28"), ("2026-10-28", "2026-11-02")]
-    # 10k contracts, 100M requests: about 200k rollup rows and 3.2M raw rows a day
+    # 10k contracts, 100M requests: about 200k rollup rows and 3.2M raw rows a day, six days a chunk
     assert _dates(plan_chunks(start, end, _source(date(2026, 9, 30), 33, 200_000, 3_200_000)))[:2] == [
-        ("2026-09-30", "2026-10-03"), ("2026-10-03", "2026-10-06")]
+        ("2026-09-30", "2026-10-06"), ("2026-10-06", "2026-10-12")]
     # 100k contracts: 1.2M rollup rows a day, one day a chunk; a day over the bounds is never split
     assert _dates(plan_chunks(start, end, _source(date(2026, 9, 30), 33, 1_200_000, 3_200_000)))[:2] == [
         ("2026-09-30", "2026-10-01"), ("2026-10-01", "2026-10-02")]
@@ -195,8 +195,8 @@ def test_copy_candidates_take_passes_only_for_a_big_window_in_this_process(usage
     day = {"raw_rows": 30_500_000}
     # 100k contracts at 1B requests: a day and its lookback are 61 M keys
     assert usage.copy_key_passes(usage_store, [day], 24) == 2
-    # 10k contracts at 100M: three days and one of lookback, 12 M keys, one query as before
-    assert usage.copy_key_passes(usage_store, [{"raw_rows": 3_050_000}] * 3, 24) == 1
+    # 10k contracts at 100M: six days and one of lookback, 21 M keys, one query as before
+    assert usage.copy_key_passes(usage_store, [{"raw_rows": 3_050_000}] * 6, 24) == 1
     assert usage.copy_key_passes(usage_store, [], 24) == 1
 
     class Server:  # a ClickHouse server's memory is the server's: one query, whatever the window

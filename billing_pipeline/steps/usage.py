@@ -235,9 +235,11 @@ def source_totals(store: UsageStore, start: datetime, end: datetime) -> list[dic
 # flight (100k contracts on 20 chains make about 1.2 M a day); raw rows set the size of ClickHouse's
 # hash tables for the copies and the reconciliation check. A day alone may exceed them: days are
 # never split. Bigger chunks spread the 24 h read before each chunk (for copies of its requests) and
-# each query's fixed cost over more days.
+# each query's fixed cost over more days: 10k contracts' 100M requests (3 M raw rows a day) rolled
+# up in 63.7 s and 965 MiB in three-day chunks (10 M), 54.7 s and 1,165 MiB in five (16 M), 49.0 s
+# and 1,266 MiB in six (20 M), 47.4 s and 1,447 MiB in seven (25 M; bench/rollup_profile.py).
 MAX_CHUNK_ROLLUP_ROWS = 1_500_000
-MAX_CHUNK_RAW_ROWS = 10_000_000
+MAX_CHUNK_RAW_ROWS = 20_000_000
 MAX_CHUNK_DAYS = 7
 
 
@@ -302,7 +304,7 @@ KEY_PASS = "/* key pass */"
 # the full month's parts, that day's copies' query took (bench/rollup_profile.py --keys-per-pass):
 # one pass 20.4 s and 1,457 MiB of RSS, two 25.7 s and 1,302 MiB, four 35.4 s and 1,097 MiB, while
 # the day's deliveries query peaks at 1,370-1,386 MiB whatever the passes: two keep the copies under
-# it for 10 s a day less than four. Below this (10k contracts' 100M requests: 12 M keys a three-day
+# it for 10 s a day less than four. Below this (10k contracts' 100M requests: 21 M keys a six-day
 # chunk) the candidates stay one subquery of the copies' query.
 COPY_KEYS_PER_PASS = 32_000_000
 
