@@ -85,9 +85,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_floor(store, month_start: datetime, month_end: datetime) -> dict:
+def measure_floor(store, month_start: datetime, month_end: datetime, keep: list | None = None) -> dict:
     """One GROUP BY (day, org, project, chain) over the month: no deduplication, no quarantine rule,
-    no meters, no writes."""
+    no meters, no writes. Its rows are appended to ``keep`` if given, else let go of."""
     rss = PeakRss()
     rows = store.query_arrow(
         "SELECT count() FROM requests_raw WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} "
@@ -95,9 +95,13 @@ def measure_floor(store, month_start: datetime, month_end: datetime) -> dict:
         {"window_start": month_start, "window_end": month_end}).column(0)[0].as_py()
     rss.reset()
     t = time.perf_counter()
-    store.query_arrow(FLOOR_SQL, {"window_start": month_start, "window_end": month_end})
-    return {"stage": FLOOR, "seconds": round(time.perf_counter() - t, 2), "peak_rss_mib": round(rss.mib()),
-            "rows": rows, "unit": "raw rows"}
+    groups = store.query_arrow(FLOOR_SQL, {"window_start": month_start, "window_end": month_end})
+    seconds = time.perf_counter() - t
+    if keep is not None:
+        keep.append(groups)
+    del groups
+    return {"stage": FLOOR, "seconds": round(seconds, 2), "peak_rss_mib": round(rss.mib()), "rows": rows,
+            "unit": "raw rows"}
 
 
 def main() -> None:

@@ -335,12 +335,12 @@ def query_duplicates(store: UsageStore, meters: MeterSet, params: dict, passes: 
         return store.query_arrow(duplicates_sql(meters, before_local_midnight), params)
     table = f"rollup_copy_candidates_{uuid.uuid4().hex[:12]}"  # a name of our making, never input
     store.command(f"CREATE TABLE {table} (request_key UInt64) ENGINE = Memory")
+    candidates, settings = sql_expression("usage_copy_candidates"), _copies_settings()
     try:
         for key_pass in range(passes):
-            candidates = sql_expression("usage_copy_candidates").replace(
-                KEY_PASS, f"AND request_key % {passes} = {key_pass}")
-            store.command(f"INSERT INTO {table} {meters.duplicates_sql(candidates, before_local_midnight)}\n"
-                          f"{_copies_settings()}", params)
+            share = candidates.replace(KEY_PASS, f"AND request_key % {passes} = {key_pass}")
+            store.command(f"INSERT INTO {table} {meters.duplicates_sql(share, before_local_midnight)}\n{settings}",
+                          params)
             store.release_memory()
         return store.query_arrow(duplicates_sql(meters, before_local_midnight, table), params)
     finally:
