@@ -121,3 +121,21 @@ def test_the_snapshot_check_is_green(snapshot, instance):
     key = dg.AssetCheckKey(dg.AssetKey("audit_snapshot"), "snapshot_verifies")
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
     assert record.event.dagster_event.event_specific_data.passed is True
+
+
+def test_upload_keeps_what_it_read_back_of_its_own_version(s3_endpoint, tmp_path):
+    # publish_snapshot verifies this copy instead of downloading the prefix again: it must be the
+    # version this upload stored, byte for byte, even once a newer version lies under the prefix
+    bucket = AuditBucket("read-back", s3_endpoint)
+    bucket.create()
+    exported = tmp_path / "usage_rollups.csv"
+    exported.write_bytes(b"day,org_id\n2026-10-01,org_1\n" * 1000)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    versions = bucket.upload("snap", {"usage_rollups.csv": exported, "manifest.json": b'{"v":1}'}, read_back_into=first)
+    later = bucket.upload("snap", {"manifest.json": b'{"v":2}'}, read_back_into=second)
+    assert sorted(p.name for p in first.iterdir()) == ["manifest.json", "usage_rollups.csv"]
+    assert (first / "usage_rollups.csv").read_bytes() == exported.read_bytes()
+    assert (first / "manifest.json").read_bytes() == b'{"v":1}'
+    assert (second / "manifest.json").read_bytes() == b'{"v":2}'
+    assert later["manifest.json"] != versions["manifest.json"]

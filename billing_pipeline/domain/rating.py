@@ -106,6 +106,7 @@ def _rate_part(part: TermsPart, period: Period, prefix: str, suffix: str) -> lis
             continue
         lines = price_lines(charge.price, total)
         amount = sum((t.amount for t in lines), Decimal(0))
+        tiers = _tiers(lines)  # the same for every chain's line
         with localcontext() as ctx:
             ctx.prec = 60  # the share of a tiered amount is exact to far beyond any minor unit
             for chain, q in per_chain.items():
@@ -113,7 +114,7 @@ def _rate_part(part: TermsPart, period: Period, prefix: str, suffix: str) -> lis
                 share = amount * q * factor / total if total else Decimal(0)
                 add("USAGE", chain, charge.meter, _line_text(chain, charge, q), q,
                     share / q if q else Decimal(0), share,
-                    {"meter_total": str(total), "chain_multiplier": str(factor), "tiers": _tiers(lines)})
+                    {"meter_total": str(total), "chain_multiplier": str(factor), "tiers": tiers})
 
     if plan.type == "FIXED":
         for (meter, chain), value in sorted(usage.items()):

@@ -115,12 +115,12 @@ def publish_snapshot(db_url: str, period: Period, key: Ed25519PrivateKey, bucket
     ``workdir``; nothing the size of the month is held in memory."""
     prefix = f"snapshots/{period.label}"
     objects = snapshot_month(db_url, period, key, workdir)
-    versions = bucket.upload(prefix, objects)  # read back and compared before it returns
-    location = f"s3://{bucket.bucket}/{prefix}"
     stored_dir = workdir / "stored"
     stored_dir.mkdir()
-    stored, _ = bucket.download(prefix, stored_dir)
-    check = verify_snapshot(stored, blob_bytes(objects[PUBLIC_KEY]))
+    # read back and compared before it returns; the stored copy is kept for the verification below
+    versions = bucket.upload(prefix, objects, read_back_into=stored_dir)
+    location = f"s3://{bucket.bucket}/{prefix}"
+    check = verify_snapshot({name: stored_dir / name for name in objects}, blob_bytes(objects[PUBLIC_KEY]))
     return PublishedSnapshot(objects, versions, location, check,
                              record_in_ledger(db_url, period, objects, versions, location))
 

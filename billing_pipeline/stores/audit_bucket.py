@@ -4,7 +4,7 @@ Object Lock in COMPLIANCE mode, every upload read back and checked before it cou
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -75,9 +75,13 @@ class AuditBucket:
         if versioning.get("Status") != "Enabled":
             raise AuditStorageError(f"bucket {self.bucket!r} is not versioned")
 
-    def upload(self, prefix: str, objects: dict[str, Blob]) -> dict[str, str]:
+    def upload(self, prefix: str, objects: dict[str, Blob], read_back_into: Path | None = None) -> dict[str, str]:
         """Put every object locked in COMPLIANCE mode, read each back, and return name -> version id
-        only if every byte came back as sent. Objects in files are streamed, never loaded whole."""
+        only if every byte came back as sent. Objects in files are streamed, never loaded whole.
+        With ``read_back_into``, what was read back is also written there (one file per object),
+        for a caller that verifies the stored copy: the stored version, not the latest under the
+        prefix, and without reading it from the bucket a second time (half a gigabyte at 10k
+        contracts)."""
         self.check_locked()
         until = datetime.now(timezone.utc) + timedelta(days=365 * self.retention_years + self.retention_years // 4)
         versions = {}
@@ -91,8 +95,11 @@ class AuditBucket:
             got = self._call("GetObject", self._s3.get_object, Bucket=self.bucket, Key=f"{prefix}/{name}",
                              VersionId=versions[name])
             digest = hashlib.sha256()
-            for chunk in got["Body"].iter_chunks(_CHUNK):
-                digest.update(chunk)
+            with (read_back_into / name).open("wb") if read_back_into else nullcontext() as copy:
+                for chunk in got["Body"].iter_chunks(_CHUNK):
+                    digest.update(chunk)
+                    if copy:
+                        copy.write(chunk)
             if digest.hexdigest() != sha256_hex(data):
                 raise AuditStorageError(f"{prefix}/{name}: the stored object differs from what was uploaded")
             if got.get("ObjectLockMode") != "COMPLIANCE":
