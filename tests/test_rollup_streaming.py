@@ -273,3 +273,37 @@ def test_copies_found_through_a_spilled_hash_table_give_the_same_rollups(db_url,
     assert _rollups(db_url) == in_memory_rows
     assert (spilled.requests, spilled.duplicate_rows) == (in_memory.requests, in_memory.duplicate_rows) == (300_000, 1_487)
     assert reconciliation.rollups_match_clickhouse(usage_store, db_url, start, end).passed
+
+
+def _rollup_table(days: list[date]) -> pa.Table:
+    meters = MeterSet.load()
+    n = len(days)
+    return pa.table({"day": pa.array(days, pa.date32()), "org_id": [f"org_{i}" for i in range(n)],
+                     "project_id": ["prj"] * n, "chain": ["eth-mainnet"] * n, "requests": [2] * n,
+                     "successful_requests": [1] * n, "error_requests": [1] * n, "bytes_out": [10] * n,
+                     **{c: [1] * n for c in meters.columns}}).cast(usage.rollup_schema(meters))
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_whole_month_is_copied_frozen_into_its_partition_and_its_edges_through_the_parent(db_url, shuffled):
+    """Rows of a month truncated in the transaction go straight into its partition with FREEZE
+    (all-visible once committed: no later pass sets their hint bits or freezes them); a part of a
+    month goes through usage_rollups. Rows out of day order only make more COPYs."""
+    days = [date(2026, 9, 30)] * 2 + [date(2026, 10, 1) + timedelta(days=i) for i in range(31)] * 3 + \
+        [date(2026, 11, 1)] * 2
+    rows = _rollup_table(sorted(days, key=lambda d: (d.day * 7919) % 31) if shuffled else days)
+    with psycopg.connect(db_url) as conn:
+        usage.add_meter_columns(conn, MeterSet.load())
+        months = usage.clear_rollups(conn, date(2026, 9, 30), date(2026, 11, 2))
+        assert [(m.first.isoformat(), m.emptied) for m in months] == [
+            ("2026-09-01", False), ("2026-10-01", True), ("2026-11-01", False)]
+        usage.copy_rollups(conn, rows, [m for m in months if m.emptied])
+        for m in months:
+            conn.execute(f"ANALYZE {m.partition.as_string(conn)}")
+        conn.commit()
+        counts = dict(conn.execute("SELECT to_char(day, 'YYYY-MM'), count(*) FROM usage_rollups GROUP BY 1").fetchall())
+        visible = dict(conn.execute(
+            "SELECT relname, relallvisible = relpages AND relpages > 0 FROM pg_class "
+            "WHERE relname IN ('usage_rollups_2026_09', 'usage_rollups_2026_10')").fetchall())
+    assert counts == {"2026-09": 2, "2026-10": 93, "2026-11": 2}
+    assert visible == {"usage_rollups_2026_09": False, "usage_rollups_2026_10": True}

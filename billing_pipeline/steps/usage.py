@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Callable, Iterable, Iterator, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -418,14 +419,14 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
     with transaction(db_url) as conn:
         add_meter_columns(conn, meters)
         add_meter_columns(conn, meters, "usage_before_local_midnight")
-        partitions = clear_rollups(conn, start.date(), end.date())
+        months = clear_rollups(conn, start.date(), end.date())
         for table in ("usage_rollup_days", "quarantined_usage", "usage_before_local_midnight"):
             conn.execute(sql.SQL("DELETE FROM {} WHERE day >= %s AND day < %s").format(sql.Identifier(table)),
                          (start.date(), end.date()))
         for chunk in collected:
             t = time.perf_counter()
             log.debug("usage %s: writing to PostgreSQL", chunk.days[0].day if chunk.days else "-")
-            copy_arrow(conn, "usage_rollups", chunk.rollups)
+            copy_rollups(conn, chunk.rollups, [m for m in months if m.emptied])
             copy_arrow(conn, "quarantined_usage", chunk.quarantined)
             copy_arrow(conn, "usage_before_local_midnight", chunk.before_local_midnight)
             write_seconds += time.perf_counter() - t
@@ -440,9 +441,9 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
             del chunk  # written: let it go before the next chunk arrives, and give back its CSV buffers
             pa.default_memory_pool().release_unused()
         t = time.perf_counter()
-        for partition in partitions:
+        for month in months:
             # Fresh statistics, so rating plans a hash join over a month of rows, not a spilling sort.
-            conn.execute(sql.SQL("ANALYZE {}").format(partition))
+            conn.execute(sql.SQL("ANALYZE {}").format(month.partition))
         with conn.cursor() as cur:
             cur.executemany(
                 """INSERT INTO usage_rollup_days (day, raw_rows, duplicate_rows, quarantined_rows, requests,
@@ -466,24 +467,59 @@ def _months(start: date, end: date) -> list[tuple[date, date]]:
     return months
 
 
-def clear_rollups(conn, start: date, end: date) -> list[sql.Identifier]:
+@dataclass(frozen=True)
+class MonthPartition:
+    partition: sql.Identifier  # usage_rollups_YYYY_MM
+    first: date
+    following: date
+    emptied: bool  # truncated in this transaction, so COPY may write its rows frozen
+
+
+def clear_rollups(conn, start: date, end: date) -> list[MonthPartition]:
     """Empty usage_rollups for [start, end), creating the monthly partitions it needs.
 
     A month covered whole is truncated (transactional in PostgreSQL, and it leaves no dead rows
     behind); part of a month is deleted. Returns the partitions touched.
     """
-    partitions = []
+    months = []
     for first, following in _months(start, end):
         partition = sql.Identifier(f"usage_rollups_{first:%Y_%m}")
-        partitions.append(partition)
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_rollups FOR VALUES FROM ({}) TO ({})")
                      .format(partition, sql.Literal(first), sql.Literal(following)))
-        if start <= first and following <= end:
+        whole = start <= first and following <= end
+        if whole:
             conn.execute(sql.SQL("TRUNCATE {}").format(partition))
         else:
             conn.execute("DELETE FROM usage_rollups WHERE day >= %s AND day < %s",
                          (max(start, first), min(end, following)))
-    return partitions
+        months.append(MonthPartition(partition, first, following, emptied=whole))
+    return months
+
+
+def copy_rollups(conn, rows: pa.Table, emptied: list[MonthPartition]) -> None:
+    """COPY a chunk's rollup rows: those of a month truncated in this transaction straight into its
+    partition with FREEZE, the others through usage_rollups.
+
+    Rows COPY'd frozen are visible to every transaction once this one commits, as a TRUNCATE's
+    emptiness already is, so no vacuum has to pass over the month later to freeze them: for the
+    6.2 M rows of 10k contracts that pass took 2.0 s and a 0.4 s checkpoint, none after a frozen
+    COPY (65.8 M rows at 100k contracts and 1B requests). The close's own time does not move (its
+    PostgreSQL side overlaps ClickHouse's). The rows come sorted by day, so each target's rows
+    are one slice (zero-copy); rows out of order would only make more, smaller COPYs."""
+    if not rows.num_rows:
+        return
+    target = pa.array(np.zeros(rows.num_rows, dtype=np.int8))  # 0: usage_rollups, i: emptied[i - 1]
+    day = rows.column("day")
+    for i, month in enumerate(emptied, start=1):
+        inside = pc.and_(pc.greater_equal(day, pa.scalar(month.first, pa.date32())),
+                         pc.less(day, pa.scalar(month.following, pa.date32())))
+        target = pc.if_else(inside, pa.scalar(i, pa.int8()), target)
+    targets = target.to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.diff(targets, prepend=-1))  # where each run of one target begins
+    for begin, end in zip(starts, list(starts[1:]) + [rows.num_rows]):
+        month = emptied[targets[begin] - 1] if targets[begin] else None
+        copy_arrow(conn, month.partition if month else "usage_rollups", rows.slice(begin, end - begin),
+                   freeze=month is not None)
 
 
 def add_meter_columns(conn, meters: MeterSet, table: str = "usage_rollups") -> None:
