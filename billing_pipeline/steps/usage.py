@@ -423,10 +423,11 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
         for table in ("usage_rollup_days", "quarantined_usage", "usage_before_local_midnight"):
             conn.execute(sql.SQL("DELETE FROM {} WHERE day >= %s AND day < %s").format(sql.Identifier(table)),
                          (start.date(), end.date()))
+        emptied = [m for m in months if m.emptied]
         for chunk in collected:
             t = time.perf_counter()
             log.debug("usage %s: writing to PostgreSQL", chunk.days[0].day if chunk.days else "-")
-            copy_rollups(conn, chunk.rollups, [m for m in months if m.emptied])
+            copy_rollups(conn, chunk.rollups, emptied)
             copy_arrow(conn, "quarantined_usage", chunk.quarantined)
             copy_arrow(conn, "usage_before_local_midnight", chunk.before_local_midnight)
             write_seconds += time.perf_counter() - t
@@ -508,13 +509,10 @@ def copy_rollups(conn, rows: pa.Table, emptied: list[MonthPartition]) -> None:
     are one slice (zero-copy); rows out of order would only make more, smaller COPYs."""
     if not rows.num_rows:
         return
-    target = pa.array(np.zeros(rows.num_rows, dtype=np.int8))  # 0: usage_rollups, i: emptied[i - 1]
-    day = rows.column("day")
+    day = rows.column("day").to_numpy()  # datetime64[D]
+    targets = np.zeros(rows.num_rows, dtype=np.int8)  # 0: usage_rollups, i: emptied[i - 1]
     for i, month in enumerate(emptied, start=1):
-        inside = pc.and_(pc.greater_equal(day, pa.scalar(month.first, pa.date32())),
-                         pc.less(day, pa.scalar(month.following, pa.date32())))
-        target = pc.if_else(inside, pa.scalar(i, pa.int8()), target)
-    targets = target.to_numpy(zero_copy_only=False)
+        targets[(day >= np.datetime64(month.first)) & (day < np.datetime64(month.following))] = i
     starts = np.flatnonzero(np.diff(targets, prepend=-1))  # where each run of one target begins
     for begin, end in zip(starts, list(starts[1:]) + [rows.num_rows]):
         month = emptied[targets[begin] - 1] if targets[begin] else None
