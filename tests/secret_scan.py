@@ -146,7 +146,10 @@ class SecretScanner:
                           serialize_value(entry))
 
 
-_PDF_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.DOTALL)
+# The stream's data runs to "endstream"; the end-of-line before that keyword is left on it and
+# ignored as data after the end of the compressed stream, since the data itself may end in b"\r"
+# (a random Adler-32 byte: stripping "\r?\n" there lost one PDF in 256).
+_PDF_STREAM = re.compile(rb"stream\r?\n(.*?)endstream", re.DOTALL)
 
 
 def _inflated(data: bytes) -> list[tuple[str, bytes]]:
@@ -159,7 +162,10 @@ def _inflated(data: bytes) -> list[tuple[str, bytes]]:
             if blob[:2] == b"\x1f\x8b":
                 out.append((f" (gzip {i})", gzip.decompress(blob)))
             elif blob[:1] == b"\x78":
-                out.append((f" (zlib {i})", zlib.decompress(blob)))
+                inflater = zlib.decompressobj()  # keeps what follows the stream in unused_data
+                inflated = inflater.decompress(blob)
+                if inflater.eof:
+                    out.append((f" (zlib {i})", inflated))
         except (OSError, EOFError, zlib.error):
             pass
     return out
