@@ -100,3 +100,20 @@ def test_overlapping_contracts_for_one_org_are_refused(october, billing_defs, in
     with pytest.raises(RunFailedError, match="org org_a: contracts CTR-A and CTR-A2 overlap in 2026-10; the same usage "
                                              "would be billed twice"):
         close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+
+
+def test_a_contract_ending_inside_the_month_and_its_successor_each_bill_their_own_days(october, billing_defs,
+                                                                                      instance):
+    """org_a's ETH requests fall on 5 October, its BSC ones on the 10th and the 31st: CTR-A, ended at
+    the 10th, bills the first; CTR-A2, from the 10th, the others (a contract that does not cover the
+    whole month is rated on its own days, apart from those that do)."""
+    with transaction(october) as conn:
+        conn.execute("UPDATE contracts SET end_at = '2026-10-10T00:00:00Z' WHERE contract_id = 'CTR-A'")
+        conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)
+                        VALUES ('CTR-A2', 'org_a', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-10-10T00:00:00Z')""")
+    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        lines = conn.execute("""SELECT invoice_id, description, amount FROM invoice_lines
+                                WHERE invoice_id LIKE 'CTR-A%%' ORDER BY invoice_id, line_no""").fetchall()
+    assert lines == [("CTR-A2:2026-10:v1", "BSC Mainnet - 3 requests", D("0.0500")),  # x 0.015, half-up
+                     ("CTR-A:2026-10:v1", "ETH Mainnet - 7 requests", D("0.1100"))]

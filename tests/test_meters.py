@@ -92,3 +92,20 @@ def test_every_meter_is_rolled_up_and_deduplicated(october, usage_store):
         ("prj_d", 31, 31, 15_500, 31 * 20),
         ("prj_x", 4, 4, 2_000, 80),
     ]
+
+
+def test_meter_columns_are_added_once_and_never_lock_out_readers_after(db_url):
+    """Rating ensures the meter columns first; an ALTER TABLE, even one with nothing to add, would
+    lock usage_rollups against every analyst's query until the rating commits."""
+    from billing_pipeline.steps.usage import add_meter_columns
+    from billing_pipeline.stores.meter_sql import MeterSet
+    from billing_pipeline.stores.postgres import transaction
+
+    meters = MeterSet.load()
+    with transaction(db_url) as conn:
+        conn.execute("ALTER TABLE usage_rollups DROP COLUMN IF EXISTS meter_compute_units")
+        add_meter_columns(conn, meters)  # the missing column is added
+    with transaction(db_url) as conn, psycopg.connect(db_url, autocommit=True) as analyst:
+        add_meter_columns(conn, meters)  # all present: nothing to add, no lock taken
+        analyst.execute("SET lock_timeout = '1s'")
+        assert analyst.execute("SELECT count(meter_compute_units) FROM usage_rollups").fetchone() == (0,)

@@ -468,6 +468,23 @@ def _months(start: date, end: date) -> list[tuple[date, date]]:
     return months
 
 
+def _partition(first: date) -> sql.Identifier:
+    return sql.Identifier(f"usage_rollups_{first:%Y_%m}")
+
+
+def analyze_rollups(conn, start: date, end: date) -> None:
+    """Fresh planner statistics for the monthly partitions holding [start, end), and for contracts.
+    A month is COPY'd in whole, so autovacuum has seldom sampled it by the time it is rated; without
+    statistics PostgreSQL takes the month's day range for 0.5% of its rows and sorts the 6.2 M it
+    joins to contracts (the rating took as long as before the query was reshaped). ANALYZE samples
+    30,000 rows: 0.4 s for a month of 10k contracts; it blocks no reader or writer."""
+    for first, _ in _months(start, end):
+        name = _partition(first)
+        if conn.execute("SELECT to_regclass(%s)", (name.as_string(conn),)).fetchone()[0] is not None:
+            conn.execute(sql.SQL("ANALYZE {}").format(name))
+    conn.execute("ANALYZE contracts")
+
+
 @dataclass(frozen=True)
 class MonthPartition:
     partition: sql.Identifier  # usage_rollups_YYYY_MM
@@ -484,7 +501,7 @@ def clear_rollups(conn, start: date, end: date) -> list[MonthPartition]:
     """
     months = []
     for first, following in _months(start, end):
-        partition = sql.Identifier(f"usage_rollups_{first:%Y_%m}")
+        partition = _partition(first)
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_rollups FOR VALUES FROM ({}) TO ({})")
                      .format(partition, sql.Literal(first), sql.Literal(following)))
         whole = start <= first and following <= end
@@ -522,8 +539,12 @@ def copy_rollups(conn, rows: pa.Table, emptied: list[MonthPartition]) -> None:
 
 def add_meter_columns(conn, meters: MeterSet, table: str = "usage_rollups") -> None:
     """One bigint column per declared meter. A meter removed from the catalog keeps its column, so
-    past months stay as they were rolled up."""
-    for column in meters.columns:
+    past months stay as they were rolled up. Only a missing column is added: ALTER TABLE locks the
+    table against every reader until the transaction ends, even when there is nothing to add."""
+    present = {r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (table,))}
+    for column in (c for c in meters.columns if c not in present):
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} bigint NOT NULL DEFAULT 0")
                      .format(sql.Identifier(table), sql.Identifier(column)))
 
