@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -139,3 +140,17 @@ def test_upload_keeps_what_it_read_back_of_its_own_version(s3_endpoint, tmp_path
     assert (first / "manifest.json").read_bytes() == b'{"v":1}'
     assert (second / "manifest.json").read_bytes() == b'{"v":2}'
     assert later["manifest.json"] != versions["manifest.json"]
+
+
+def test_an_export_changed_after_it_was_hashed_is_not_stored(s3_endpoint, tmp_path):
+    # the manifest's digest goes up as the object's checksum: a file changed on disk between its
+    # hashing and its upload is refused by S3 (or, were a store not to check, found on read-back)
+    bucket = AuditBucket("hashed-once", s3_endpoint)
+    bucket.create()
+    exported = tmp_path / "usage_rollups.csv"
+    exported.write_bytes(b"day,org_id\n2026-10-01,org_1\n")
+    hashed = hashlib.sha256(exported.read_bytes()).hexdigest()
+    exported.write_bytes(b"day,org_id\n2026-10-01,org_2\n")
+    with pytest.raises(AuditStorageError, match="snap/usage_rollups.csv"):
+        bucket.upload("snap", {"usage_rollups.csv": exported}, sha256={"usage_rollups.csv": hashed})
+    assert bucket.upload("snap", {"usage_rollups.csv": exported}) != {}  # hashed here: stored

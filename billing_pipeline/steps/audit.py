@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -118,7 +119,8 @@ def publish_snapshot(db_url: str, period: Period, key: Ed25519PrivateKey, bucket
     stored_dir = workdir / "stored"
     stored_dir.mkdir()
     # read back and compared before it returns; the stored copy is kept for the verification below
-    versions = bucket.upload(prefix, objects, read_back_into=stored_dir)
+    versions = bucket.upload(prefix, objects, read_back_into=stored_dir,
+                             sha256=json.loads(blob_bytes(objects[MANIFEST]))["files"])
     location = f"s3://{bucket.bucket}/{prefix}"
     check = verify_snapshot({name: stored_dir / name for name in objects}, blob_bytes(objects[PUBLIC_KEY]))
     return PublishedSnapshot(objects, versions, location, check,
