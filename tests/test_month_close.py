@@ -122,6 +122,25 @@ def test_rerunning_partitions_changes_nothing(october, billing_defs, instance):
     assert len(before["usage_rollups"]) == 40 and len(before["invoice_lines"]) == 9
 
 
+def test_a_draft_write_that_fails_leaves_the_months_drafts_as_they_were(october, billing_defs, instance):
+    # drafts are written by a thread while the next batch is drafted: its failure must still stop
+    # the step with the database's own words, and roll the whole month's drafting back
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    before = _snapshot(october)
+    with transaction(october) as conn:
+        conn.execute("""CREATE FUNCTION refuse_ctr_b() RETURNS trigger LANGUAGE plpgsql AS $$
+                        BEGIN RAISE EXCEPTION 'no lines for %', NEW.invoice_id; END $$""")
+        conn.execute("""CREATE TRIGGER refuse_ctr_b BEFORE INSERT ON invoice_lines FOR EACH ROW
+                        WHEN (NEW.invoice_id LIKE 'CTR-B:%') EXECUTE FUNCTION refuse_ctr_b()""")
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("invoice_drafts")],
+                                    partition_key="2026-10-01", raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "RaiseException: no lines for CTR-B:2026-10:v1" in failure.step_failure_data.error.to_string()
+    assert _snapshot(october) == before
+
+
 def test_invoicing_refuses_charges_older_than_their_usage(october, billing_defs, instance):
     close_month(instance, OCTOBER, definitions=billing_defs)
     job = billing_defs.resolve_implicit_global_asset_job_def()
