@@ -154,3 +154,28 @@ def test_an_export_changed_after_it_was_hashed_is_not_stored(s3_endpoint, tmp_pa
     with pytest.raises(AuditStorageError, match="snap/usage_rollups.csv"):
         bucket.upload("snap", {"usage_rollups.csv": exported}, sha256={"usage_rollups.csv": hashed})
     assert bucket.upload("snap", {"usage_rollups.csv": exported}) != {}  # hashed here: stored
+
+
+def test_the_rollups_exported_beside_the_other_files_see_the_same_picture(db_url, tmp_path):
+    # usage_rollups.csv is COPY'd on a second connection while the other files are: it imports the
+    # export's snapshot, so a rollup re-run committing meanwhile is in neither or in both
+    from datetime import date
+
+    from billing_pipeline.steps.audit import _copy_out_in_snapshot
+    from billing_pipeline.steps.usage import clear_rollups
+    from billing_pipeline.stores.postgres import transaction
+
+    insert = "INSERT INTO usage_rollups VALUES ('2026-10-05', %s, 'prj', 'eth-mainnet', 7, 6, 1, 700)"
+    with transaction(db_url) as conn:
+        clear_rollups(conn, date(2026, 10, 1), date(2026, 11, 1))
+        conn.execute(insert, ("org_before",))
+    with psycopg.connect(db_url) as exporter:
+        exporter.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        snapshot = exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        with transaction(db_url) as conn:  # committed after the picture was taken
+            conn.execute(insert, ("org_after",))
+        _copy_out_in_snapshot(db_url, snapshot, "usage_rollups.csv", Period.parse_month("2026-10"),
+                              tmp_path / "usage_rollups.csv")
+    assert (tmp_path / "usage_rollups.csv").read_text().splitlines() == [
+        "day,org_id,project_id,chain,requests,successful_requests,error_requests,bytes_out",
+        "2026-10-05,org_before,prj,eth-mainnet,7,6,1,700"]

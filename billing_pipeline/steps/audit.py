@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from psycopg import sql
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..domain.audit import (MANIFEST, PUBLIC_KEY, Blob, SnapshotCheck, blob_bytes, build_snapshot,
@@ -76,19 +78,38 @@ def load_signing_key() -> Ed25519PrivateKey:
     return key
 
 
+_LARGEST = "usage_rollups.csv"  # 6.2 M rows at 10k contracts: PostgreSQL's CSV of it alone took 6.2 s
+
+
+def _copy_out(conn, name: str, period: Period, path: Path) -> None:
+    with path.open("wb") as out, conn.cursor().copy(
+            f"COPY ({EXPORTS[name]}) TO STDOUT WITH (FORMAT csv, HEADER)", {"start": period.start, "end": period.end}
+    ) as copy:
+        for chunk in copy:
+            out.write(chunk)
+
+
+def _copy_out_in_snapshot(db_url: str, snapshot: str, name: str, period: Period, path: Path) -> None:
+    with transaction(db_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        _copy_out(conn, name, period, path)
+
+
 def export_month(db_url: str, period: Period, directory: Path) -> dict[str, Path]:
     """The month's files, streamed by PostgreSQL's COPY straight to ``directory`` (never held in
-    memory: the usage rollups of 100k contracts run to gigabytes), from one consistent picture."""
-    files = {}
-    with transaction(db_url) as conn:
+    memory: the usage rollups of 100k contracts run to gigabytes), from one consistent picture:
+    the rollups on a second connection that imports this transaction's snapshot, the other files
+    meanwhile on this one (one after the other they took 9.2 s, the rollups 6.2 s of it)."""
+    files = {name: directory / name for name in EXPORTS}
+    with transaction(db_url) as conn, ThreadPoolExecutor(1, "audit-export") as pool:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # one consistent picture
-        for name, query in EXPORTS.items():
-            files[name] = directory / name
-            with files[name].open("wb") as out, conn.cursor().copy(
-                    f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", {"start": period.start, "end": period.end}
-            ) as copy:
-                for chunk in copy:
-                    out.write(chunk)
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        largest = pool.submit(_copy_out_in_snapshot, db_url, snapshot, _LARGEST, period, files[_LARGEST])
+        for name in EXPORTS:
+            if name != _LARGEST:
+                _copy_out(conn, name, period, files[name])
+        largest.result()  # while the snapshot's transaction is still open
     return files
 
 
