@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -137,6 +138,9 @@ def s3_endpoint(monkeypatch):
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
+    # moto keeps every server's buckets in one store per process: without a reset, the next test's
+    # server (the secret scan's, which reads every bucket) would find this test's objects
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10)
     server.stop()
 
 
