@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from psycopg import sql
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from psycopg import sql
 
 from ..domain.audit import (MANIFEST, PUBLIC_KEY, Blob, SnapshotCheck, blob_bytes, build_snapshot,
                             sha256_hex, verify_snapshot)

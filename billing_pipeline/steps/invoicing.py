@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import heapq
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterator
