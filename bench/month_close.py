@@ -169,8 +169,9 @@ def main() -> None:
         print(json.dumps(measure_floor(store, month_start, month_end)))
         return
     logging.basicConfig(format="  %(asctime)s %(message)s", stream=sys.stdout)
-    logging.getLogger("billing_pipeline.steps.usage").setLevel(  # progress of long rollups
-        logging.DEBUG if args.log_queries else logging.INFO)
+    for module in ("usage", "usage_tables"):  # progress of long rollups: their queries, their writes
+        logging.getLogger(f"billing_pipeline.steps.{module}").setLevel(
+            logging.DEBUG if args.log_queries else logging.INFO)
     rss = PeakRss()
     results: list[dict] = []
 

@@ -35,7 +35,7 @@ def main() -> None:
     from billing_pipeline.domain.periods import Period
     from billing_pipeline.steps.invoicing import draft_month
     from billing_pipeline.steps.rating import rate_month
-    from billing_pipeline.steps.usage import add_meter_columns, clear_rollups
+    from billing_pipeline.steps.usage_tables import add_meter_columns, clear_rollups
     from billing_pipeline.stores.meter_sql import MeterSet
     from billing_pipeline.stores.postgres import billing_database_url, migrate, transaction
 

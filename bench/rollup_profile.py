@@ -90,14 +90,14 @@ def profile(args: argparse.Namespace) -> None:
         importlib.import_module(module)
     from billing_pipeline.demo.seed import seed_demo_contracts
     from billing_pipeline.domain.periods import Period
-    from billing_pipeline.steps import usage
+    from billing_pipeline.steps import usage_copies
     from billing_pipeline.steps.usage import roll_up_usage
     from billing_pipeline.stores.clickhouse import open_usage_store
     from billing_pipeline.stores.postgres import transaction
     from scratch_db import scratch_database
 
     if args.keys_per_pass:
-        usage.COPY_KEYS_PER_PASS = args.keys_per_pass
+        usage_copies.COPY_KEYS_PER_PASS = args.keys_per_pass
     store = open_usage_store()
     store.command("SYSTEM STOP MERGES requests_raw")
     start = datetime.combine(args.first_day, datetime.min.time(), tzinfo=timezone.utc)
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--generate", action="store_true", help="generate the days first (separate process)")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keys-per-pass", type=int,
-                        help="request keys one copy-candidate pass may hash (COPY_KEYS_PER_PASS in steps/usage.py)")
+                        help="request keys one copy-candidate pass may hash (COPY_KEYS_PER_PASS in steps/usage_copies.py)")
     parser.add_argument("--window", type=float, default=1.0, help="seconds of samples shown each side of the peak")
     args = parser.parse_args()
     if not os.environ.get("BILLING_STATE_DIR"):

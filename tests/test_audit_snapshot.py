@@ -162,7 +162,7 @@ def test_the_rollups_exported_beside_the_other_files_see_the_same_picture(db_url
     from datetime import date
 
     from billing_pipeline.steps.audit import _copy_out_in_snapshot
-    from billing_pipeline.steps.usage import clear_rollups
+    from billing_pipeline.steps.usage_tables import clear_rollups
     from billing_pipeline.stores.postgres import transaction
 
     insert = "INSERT INTO usage_rollups VALUES ('2026-10-05', %s, 'prj', 'eth-mainnet', 7, 6, 1, 700)"

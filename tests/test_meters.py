@@ -97,7 +97,7 @@ def test_every_meter_is_rolled_up_and_deduplicated(october, usage_store):
 def test_meter_columns_are_added_once_and_never_lock_out_readers_after(db_url):
     """Rating ensures the meter columns first; an ALTER TABLE, even one with nothing to add, would
     lock usage_rollups against every analyst's query until the rating commits."""
-    from billing_pipeline.steps.usage import add_meter_columns
+    from billing_pipeline.steps.usage_tables import add_meter_columns
     from billing_pipeline.stores.meter_sql import MeterSet
     from billing_pipeline.stores.postgres import transaction
 

@@ -9,9 +9,10 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from billing_pipeline.steps import usage
+from billing_pipeline.steps import usage, usage_chunks, usage_copies, usage_rows, usage_tables
 from billing_pipeline.stores.meter_sql import MeterSet
-from billing_pipeline.steps.usage import plan_chunks, prefetched, roll_up_usage
+from billing_pipeline.steps.usage import roll_up_usage
+from billing_pipeline.steps.usage_chunks import plan_chunks, prefetched
 
 UTC = timezone.utc
 
@@ -89,7 +90,7 @@ def _rollups(db_url: str) -> list[tuple]:
 
 
 def test_a_month_in_chunks_equals_its_days_one_by_one(october, usage_store, monkeypatch):
-    monkeypatch.setattr(usage, "MAX_CHUNK_DAYS", 4)  # the fixture's month is small: chunks of several days
+    monkeypatch.setattr(usage_chunks, "MAX_CHUNK_DAYS", 4)  # the fixture's month is small: chunks of several days
     start, end = datetime(2026, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
     month = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
     in_chunks = _rollups(october)
@@ -126,7 +127,7 @@ def test_only_a_window_past_the_bounds_waits_for_the_previous_one(october, usage
     rows_within = _rollups(october)
     assert waited == [False] * 5  # five windows of up to seven days, none past the bounds
     waited.clear()
-    monkeypatch.setattr(usage, "MAX_CHUNK_RAW_ROWS", 0)  # every day with a request is past them
+    monkeypatch.setattr(usage_chunks, "MAX_CHUNK_RAW_ROWS", 0)  # every day with a request is past them
     past = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
     assert _rollups(october) == rows_within
     assert (past.requests, past.rows) == (within.requests, within.rows) == (63, 40)
@@ -134,7 +135,7 @@ def test_only_a_window_past_the_bounds_waits_for_the_previous_one(october, usage
 
 
 def _rollup_rows(rows: list[tuple], meters) -> pa.Table:
-    schema = usage.rollup_schema(meters)
+    schema = usage_rows.rollup_schema(meters)
     return pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)
 
 
@@ -150,7 +151,7 @@ def test_copies_are_subtracted_per_key_in_the_deliveries_order():
     duplicates = _rollup_rows([
         (d1, "org_b", "prj_2", "eth-mainnet", 1, 1, 0, 50) + (7,) * extra,  # every delivery a copy: dropped
         (d1, "org_a", "prj_1", "eth-mainnet", 3, 2, 1, 300) + (1,) * extra], meters)
-    result = usage.subtract_duplicates(deliveries, duplicates, meters)
+    result = usage_copies.subtract_duplicates(deliveries, duplicates, meters)
     additive = set(meters.additive_columns)
     assert [tuple(r.values())[:8] for r in result.to_pylist()] == [
         (d1, "org_a", "prj_1", "eth-mainnet", 7, 7, 0, 700),
@@ -159,12 +160,12 @@ def test_copies_are_subtracted_per_key_in_the_deliveries_order():
     first = result.to_pylist()[0]
     assert all(first[c] == (6 if c in additive else 7) for c in meters.columns)
     # no key left with nothing: every delivery row kept, none copied by a filter
-    kept = usage.subtract_duplicates(deliveries, duplicates.slice(1), meters)
+    kept = usage_copies.subtract_duplicates(deliveries, duplicates.slice(1), meters)
     assert [r["requests"] for r in kept.to_pylist()] == [7, 2, 1, 5]
     # streamed as ClickHouse streams them, a batch at a time: the same rows
-    streamed = usage.subtract_duplicates(iter(deliveries.to_batches(max_chunksize=1)), duplicates, meters)
+    streamed = usage_copies.subtract_duplicates(iter(deliveries.to_batches(max_chunksize=1)), duplicates, meters)
     assert streamed.to_pylist() == result.to_pylist()
-    assert usage.subtract_duplicates(iter([]), duplicates.slice(0, 0), meters).num_rows == 0
+    assert usage_copies.subtract_duplicates(iter([]), duplicates.slice(0, 0), meters).num_rows == 0
 
 
 def test_copies_of_keys_never_delivered_stop_the_rollup():
@@ -176,10 +177,10 @@ def test_copies_of_keys_never_delivered_stop_the_rollup():
     too_many = _rollup_rows([(date(2026, 10, 5), "org_a", "prj_1", "eth-mainnet", 2, 2, 0, 20) + (2,) * extra],
                             meters)
     for duplicates in (stray, too_many):
-        with pytest.raises(usage.RollupConsistencyError, match="re-run it"):
-            usage.subtract_duplicates(deliveries, duplicates, meters)
-        with pytest.raises(usage.RollupConsistencyError, match="re-run it"):
-            usage.subtract_duplicates(iter(deliveries.to_batches()), duplicates, meters)
+        with pytest.raises(usage_copies.RollupConsistencyError, match="re-run it"):
+            usage_copies.subtract_duplicates(deliveries, duplicates, meters)
+        with pytest.raises(usage_copies.RollupConsistencyError, match="re-run it"):
+            usage_copies.subtract_duplicates(iter(deliveries.to_batches()), duplicates, meters)
 
 
 def test_the_chdb_store_streams_a_result_in_batches(usage_store):
@@ -194,15 +195,15 @@ def test_the_chdb_store_streams_a_result_in_batches(usage_store):
 def test_copy_candidates_take_passes_only_for_a_big_window_in_this_process(usage_store):
     day = {"raw_rows": 30_500_000}
     # 100k contracts at 1B requests: a day and its lookback are 61 M keys
-    assert usage.copy_key_passes(usage_store, [day], 24) == 2
+    assert usage_copies.copy_key_passes(usage_store, [day], 24) == 2
     # 10k contracts at 100M: six days and one of lookback, 21 M keys, one query as before
-    assert usage.copy_key_passes(usage_store, [{"raw_rows": 3_050_000}] * 6, 24) == 1
-    assert usage.copy_key_passes(usage_store, [], 24) == 1
+    assert usage_copies.copy_key_passes(usage_store, [{"raw_rows": 3_050_000}] * 6, 24) == 1
+    assert usage_copies.copy_key_passes(usage_store, [], 24) == 1
 
     class Server:  # a ClickHouse server's memory is the server's: one query, whatever the window
         in_process = False
 
-    assert usage.copy_key_passes(Server(), [day], 24) == 1
+    assert usage_copies.copy_key_passes(Server(), [day], 24) == 1
 
 
 def test_copy_candidates_found_in_passes_give_the_same_rollups(october, usage_store, monkeypatch):
@@ -225,7 +226,7 @@ def test_copy_candidates_found_in_passes_give_the_same_rollups(october, usage_st
         return query_duplicates(store, meters, params, n, before_local_midnight)
 
     monkeypatch.setattr(usage, "query_duplicates", recording)
-    monkeypatch.setattr(usage, "COPY_KEYS_PER_PASS", 5)
+    monkeypatch.setattr(usage_copies, "COPY_KEYS_PER_PASS", 5)
     in_passes = roll_up_usage(usage_store, october, start, end, allow_empty_days=True)
     assert max(passes) > 1
     assert _rollups(october) == rows
@@ -266,6 +267,7 @@ def test_copies_found_through_a_spilled_hash_table_give_the_same_rollups(db_url,
         return sql_text(name).replace(SPILL_SETTING, "max_bytes_before_external_group_by = 1, max_threads = 1")
 
     monkeypatch.setattr(usage, "sql_text", spill_everything)
+    monkeypatch.setattr(usage_copies, "sql_text", spill_everything)
     monkeypatch.setattr(reconciliation, "sql_text", spill_everything)
     spilled_before = _spilled_parts(usage_store)
     spilled = roll_up_usage(usage_store, db_url, start, end)
@@ -281,7 +283,7 @@ def _rollup_table(days: list[date]) -> pa.Table:
     return pa.table({"day": pa.array(days, pa.date32()), "org_id": [f"org_{i}" for i in range(n)],
                      "project_id": ["prj"] * n, "chain": ["eth-mainnet"] * n, "requests": [2] * n,
                      "successful_requests": [1] * n, "error_requests": [1] * n, "bytes_out": [10] * n,
-                     **{c: [1] * n for c in meters.columns}}).cast(usage.rollup_schema(meters))
+                     **{c: [1] * n for c in meters.columns}}).cast(usage_rows.rollup_schema(meters))
 
 
 @pytest.mark.parametrize("shuffled", [False, True])
@@ -293,11 +295,11 @@ def test_a_whole_month_is_copied_frozen_into_its_partition_and_its_edges_through
         [date(2026, 11, 1)] * 2
     rows = _rollup_table(sorted(days, key=lambda d: (d.day * 7919) % 31) if shuffled else days)
     with psycopg.connect(db_url) as conn:
-        usage.add_meter_columns(conn, MeterSet.load())
-        months = usage.clear_rollups(conn, date(2026, 9, 30), date(2026, 11, 2))
+        usage_tables.add_meter_columns(conn, MeterSet.load())
+        months = usage_tables.clear_rollups(conn, date(2026, 9, 30), date(2026, 11, 2))
         assert [(m.first.isoformat(), m.emptied) for m in months] == [
             ("2026-09-01", False), ("2026-10-01", True), ("2026-11-01", False)]
-        usage.copy_rollups(conn, rows, [m for m in months if m.emptied])
+        usage_tables.copy_rollups(conn, rows, [m for m in months if m.emptied])
         for m in months:
             conn.execute(f"ANALYZE {m.partition.as_string(conn)}")
         conn.commit()

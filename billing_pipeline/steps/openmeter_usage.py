@@ -22,7 +22,8 @@ from ..domain.chains import known_chains
 from ..errors import BillingError, MissingDataError
 from ..stores.meter_sql import MeterSet
 from ..stores.openmeter import OpenMeterClient
-from .usage import QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary, rollup_schema, write_rollups
+from .usage_rows import QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary, rollup_schema
+from .usage_tables import write_rollups
 
 GROUP_BY = ["project_id", "chain"]
 

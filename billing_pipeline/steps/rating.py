@@ -25,7 +25,7 @@ from ..errors import BillingError, MissingDataError
 from ..stores.postgres import connect, transaction
 from ..stores.meter_sql import MeterSet
 from ..stores.plans import plans_from_db
-from .usage import add_meter_columns, analyze_rollups, rolled_up_days
+from .usage_tables import add_meter_columns, analyze_rollups, rolled_up_days
 
 # A contract covers the usage of its org on the UTC days of [start_at, covers_until): see the
 # contracts_in_force view (auto-renewing contracts do not end at the end of their term).

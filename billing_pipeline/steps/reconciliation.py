@@ -15,7 +15,8 @@ from ..domain.periods import Period
 from ..stores.clickhouse import UsageStore, sql_text
 from ..stores.ledger import verify
 from ..stores.postgres import connect
-from .usage import plan_chunks, source_totals
+from .usage import source_totals
+from .usage_chunks import plan_chunks
 
 RENEWAL_NOTICE_DAYS = 30
 STUCK_AFTER = timedelta(hours=1)

@@ -4,7 +4,7 @@
 -- process that table is our memory: at a billion requests a month a day and its lookback hold
 -- 61 M keys, and the table took about 1.1 GiB even spilling past 512 MiB. So there a window that
 -- big is done in passes, each over one share of the key space (the key pass marker), each
--- inserted into a small table the copies' query then reads (steps/usage.py, copy_key_passes).
+-- inserted into a small table the copies' query then reads (steps/usage_copies.py, copy_key_passes).
 SELECT request_key
 FROM requests_raw
 WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} - toIntervalHour({dedup_lookback_hours:UInt32})

@@ -41,6 +41,6 @@ GROUP BY day, org_id, project_id, chain
 -- time: a billion requests a month make 60 M keys for a day and its lookback: spilled past 1 GiB
 -- they took 1,175 MiB and 32.0 s, past 512 MiB 757 MiB and 29.5 s, past 256 MiB 599 MiB and
 -- 37.3 s. A three-day chunk of 10k contracts' 100M requests (13 M keys) stays under 512 MiB;
--- their six-day chunks (21 M keys) spill, and still roll the month up faster (steps/usage.py).
+-- their six-day chunks (21 M keys) spill, and still roll the month up faster (steps/usage_chunks.py).
 -- (tests/test_rollup_streaming.py checks a spilled run gives the same rows.)
 SETTINGS max_bytes_before_external_group_by = 536870912
