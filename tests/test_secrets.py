@@ -37,7 +37,7 @@ from billing_pipeline.resources import StripeResource
 from billing_pipeline.sensors.check_alerts import check_alerts
 from billing_pipeline.sensors.stripe_events import stripe_payment_events
 from billing_pipeline.stores.audit_bucket import AuditBucket
-from billing_pipeline.stores.postgres import with_database
+from billing_pipeline.stores.postgres import database_name, with_database
 from month_fixture import _row, october_events, ts
 from secret_scan import RecordingHandler, SecretScanner, state_files_except_key
 from secret_world import (BUCKET, deliver, free_port, local_world, public_key_pem, stripe_signature,
@@ -168,7 +168,7 @@ def _scan_everything(world, instance, traces: Traces) -> SecretScanner:
     scanner.dagster_events(instance)
     # parasut_tokens is where the rotating refresh token must be kept (asserted below), like a key file
     scanner.database(world.db_url, skip={("parasut_tokens", "refresh_token")})
-    scanner.database(with_database(world.db_url, f"{Path(world.db_url).name}_dagster"))
+    scanner.database(with_database(world.db_url, f"{database_name(world.db_url)}_dagster"))
     scanner.bucket_objects(world.s3_endpoint, world.secrets["s3_access_key"], world.secrets["s3_secret_key"])
     scanner.files("state dir file", world.state_dir, skip_names=state_files_except_key(world.state_dir))
     for folder in ("logs", "target"):  # what dbt wrote in this test (other runs' files hold no secret of ours)
