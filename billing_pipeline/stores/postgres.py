@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -163,11 +164,48 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def migrate(url: str) -> list[int]:
+# A role belongs to the cluster, not to a database, and the advisory lock serialises the migrators
+# of one database only: two databases on one server migrated at once (a staging database beside
+# production, the test suite's two processes) can both find billing_ledger_writer missing, and the
+# second CREATE ROLE (or GRANT of it) then fails on the shared catalog. The migration's savepoint
+# rolled back whole, so applying it again is safe, and the second attempt finds the role.
+_CLUSTER_CATALOG_RACE_ATTEMPTS = 5
+
+
+def _lost_cluster_catalog_race(error: psycopg.Error) -> bool:
+    """Whether a migration failed only because another database's migration created or granted
+    the same role a moment before (a unique key of pg_authid or pg_auth_members, or 'already
+    exists' for a role, or PostgreSQL's 'tuple concurrently updated' on a shared catalog)."""
+    constraint = error.diag.constraint_name or ""
+    message = error.diag.message_primary or ""
+    if isinstance(error, psycopg.errors.UniqueViolation):
+        return constraint.startswith("pg_auth")
+    if isinstance(error, psycopg.errors.DuplicateObject):
+        return message.startswith("role ")
+    return isinstance(error, psycopg.errors.InternalError_) and message == "tuple concurrently updated"
+
+
+def _apply(conn: psycopg.Connection, m: Migration) -> None:
+    for attempt in range(1, _CLUSTER_CATALOG_RACE_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute(m.sql)
+                conn.execute("INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                             (m.version, m.name, m.sha256))
+            return
+        except psycopg.Error as error:
+            if attempt == _CLUSTER_CATALOG_RACE_ATTEMPTS or not _lost_cluster_catalog_race(error):
+                raise
+            log.info("migration %04d_%s raced another database's migration on a role; applying it again",
+                     m.version, m.name)
+            time.sleep(0.05 * attempt)
+
+
+def migrate(url: str, migrations: list[Migration] | None = None) -> list[int]:
     """Apply pending migrations in order, each in its own transaction. Returns versions applied.
 
     An applied migration whose file has changed since is refused: the schema history is
-    append-only, like the ledger it holds.
+    append-only, like the ledger it holds. ``migrations`` defaults to the package's own.
     """
     applied_now = []
     with connect(url) as conn:
@@ -181,19 +219,14 @@ def migrate(url: str) -> list[int]:
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
             applied = {v: s for v, s in conn.execute("SELECT version, sha256 FROM schema_migrations")}
-            for m in load_migrations():
+            for m in load_migrations() if migrations is None else migrations:
                 if m.version in applied:
                     if applied[m.version].strip() != m.sha256:
                         raise MigrationError(
                             f"migration {m.version:04d}_{m.name}.sql changed after it was applied; add a new migration instead"
                         )
                     continue
-                with conn.transaction():
-                    conn.execute(m.sql)
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
-                        (m.version, m.name, m.sha256),
-                    )
+                _apply(conn, m)
                 applied_now.append(m.version)
     if applied_now:
         log.info("applied migrations %s", applied_now)
