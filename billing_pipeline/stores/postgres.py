@@ -124,10 +124,18 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
 
 
 def ensure_database(url: str, name: str, setting: str) -> None:
+    """Create the database when missing. Two processes starting at once on a fresh server (the
+    UI's webserver and daemon, two commands) may both find it missing: the one whose CREATE
+    DATABASE loses finds it made, which is all it wanted."""
     with connect(url, setting, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
-            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+            try:
+                conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation) as error:
+                if not isinstance(error, psycopg.errors.DuplicateDatabase) and \
+                        error.diag.constraint_name != "pg_database_datname_index":
+                    raise
 
 
 # ---- migrations --------------------------------------------------------------------------------
