@@ -11,7 +11,7 @@ from decimal import Decimal
 from ..domain.money import UNIT_PRICE_PLACES
 from ..domain.corrections import Correction, VersionLine, correction_id, corrections
 from ..domain.periods import Period
-from ..stores.postgres import connect, transaction
+from ..stores.postgres import connect, lock_partitions, transaction
 
 IN_FORCE = ("ISSUED", "PAID", "CORRECTED")
 
@@ -54,6 +54,7 @@ def plan_corrections(db_url: str, period: Period, run_id: str | None = None,
     today = today or datetime.now(timezone.utc).date()
     planned = []
     with transaction(db_url) as conn:
+        lock_partitions(conn, "invoice_corrections", [period.start.isoformat()])
         for invoice_id, contract_id, version, credits, currency, tax_rate, region in conn.execute(
                 _NEW_VERSIONS, (period.start,)).fetchall():
             earlier = conn.execute(

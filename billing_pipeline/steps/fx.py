@@ -23,7 +23,7 @@ import psycopg
 from ..domain.fx import (CrossCheck, EcbRates, FxDocumentError, FxSnapshot, TcmbBulletin, bulletin_days_before,
                          cross_check, ecb_on_or_before, parse_ecb, parse_tcmb, sha256, tcmb_path)
 from ..domain.periods import Period
-from ..stores.postgres import transaction
+from ..stores.postgres import lock_partitions, transaction
 
 DEFAULT_TCMB_BASE = "https://www.tcmb.gov.tr/kurlar"
 DEFAULT_ECB_BASE = "https://www.ecb.europa.eu/stats/eurofxref"
@@ -185,6 +185,7 @@ def last_known_from(conn: psycopg.Connection):
 def snapshot_month(db_url: str, period: Period, sources: FxSources, max_divergence: Decimal) -> FxResult:
     """Resolve and store the month's rates (replacing the month's earlier snapshot)."""
     with transaction(db_url) as conn:
+        lock_partitions(conn, "fx_snapshot", [period.start.isoformat()])
         currencies = foreign_currencies(conn, period)
         result = resolve(sources, currencies, period.end, max_divergence, last_known_from(conn))
         for doc in result.documents:

@@ -13,7 +13,7 @@ from ..domain.invoicing import LIRA, Conversion, InvoiceDraft, draft_invoice
 from ..domain.periods import Period
 from ..domain.terms import ContractTerms, RatedCharge
 from ..errors import BillingError, MissingDataError
-from ..stores.postgres import connect, transaction
+from ..stores.postgres import connect, lock_partitions, transaction
 from .fx import month_rates
 from .rating import load_terms
 
@@ -128,6 +128,7 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> Draft
     # the next, where the two took turns (writing was 5.8 s of 14 s at 10k contracts). The reader
     # reads only what this transaction does not write (rated charges, invoices that left DRAFT).
     with transaction(db_url) as conn, connect(db_url) as reader, ThreadPoolExecutor(1, "draft-writer") as writer:
+        lock_partitions(conn, "invoice_drafts", [period.start.isoformat()])
         _check_rating_is_current(conn, period)
         terms = {t.contract_id: t for t in load_terms(conn, period)}
         issued_versions = dict(conn.execute(

@@ -22,7 +22,7 @@ from ..domain.plans import Plan
 from ..domain.rating import rate_contract_month, rate_month_parts
 from ..domain.terms import ContractMonth, ContractTerms, RatedCharge, UsageAlert
 from ..errors import BillingError, MissingDataError
-from ..stores.postgres import connect, transaction
+from ..stores.postgres import connect, lock_partitions, transaction
 from ..stores.meter_sql import MeterSet
 from ..stores.plans import plans_from_db
 from .usage_tables import add_meter_columns, analyze_rollups, rolled_up_days
@@ -278,6 +278,7 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
     # contracts left it idle during the pricing, then Python idle for 3.1 s of the COPYs' ends).
     # The reader reads only committed tables this transaction does not write.
     with transaction(db_url) as conn, connect(db_url) as reader:
+        lock_partitions(conn, "rated_charges", [period.start.isoformat()])
         conn.execute("SET LOCAL work_mem = '128MB'")  # a month of rollups aggregates in memory
         _check_no_overlaps(conn, period)
         plans = plans_from_db(conn)

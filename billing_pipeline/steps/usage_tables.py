@@ -14,8 +14,9 @@ import pyarrow as pa
 from psycopg import sql
 
 from ..stores.meter_sql import MeterSet
-from ..stores.postgres import transaction
+from ..stores.postgres import lock_partitions, transaction
 from .copy import copy_arrow
+from .usage_chunks import days_between
 from .usage_rows import CollectedUsage, RollupSummary
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ def write_rollups(db_url: str, start: datetime, end: datetime, collected: Iterab
     days, rows, engine, query_sha = [], 0, "", ""
     read_seconds = write_seconds = 0.0
     with transaction(db_url) as conn:
+        # by month, not by day: a backfill of years would hold a lock per day (PostgreSQL's lock
+        # table has room for a few thousand), and runs inside one month take turns either way
+        lock_partitions(conn, "usage_rollups", [f"{d:%Y-%m}" for d in days_between(start.date(), end.date())])
         add_meter_columns(conn, meters)
         add_meter_columns(conn, meters, "usage_before_local_midnight")
         months = clear_rollups(conn, start.date(), end.date())

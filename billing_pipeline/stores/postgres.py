@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -121,6 +121,21 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
             yield conn
     finally:
         conn.close()
+
+
+def lock_partitions(conn: psycopg.Connection, asset: str, partitions: Iterable[str]) -> None:
+    """Make this transaction the only writer of these partitions of ``asset`` until it ends.
+
+    Two runs of one partition at once (the automation sensor's and a re-run from the UI, or a
+    dispute's) each delete what is committed and insert their own rows: the later one failed on
+    the rows the earlier committed meanwhile (a primary key it never saw to delete). Holding this,
+    the later waits for the earlier, then replaces its rows: the rows of one run after the other.
+    Taken in sorted order, so runs over overlapping windows of days cannot deadlock."""
+    for partition in sorted(set(partitions)):
+        key = (asset, partition)
+        if not conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
+            log.info("another run is writing %s %s: waiting for it to finish", asset, partition)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", key)
 
 
 def ensure_database(url: str, name: str, setting: str) -> None:

@@ -1,0 +1,83 @@
+"""Two runs of one partition at once (the automation sensor's and a person's re-run from the UI,
+or a dispute's): the writers of a partition take turns, and the later one's rows stand, as if
+they had run one after the other. Before, the later failed on a primary key it had not deleted."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+from billing_pipeline.close import close_month
+from billing_pipeline.domain.periods import Period
+from billing_pipeline.steps.invoicing import draft_month
+from billing_pipeline.steps.rating import rate_month
+from billing_pipeline.steps.usage import roll_up_usage
+from test_month_close import _snapshot
+
+OCTOBER = Period.parse_month("2026-10")
+
+
+class TakingTurns:
+    """The test's chdb store for two threads: chdb's session is the process's, and two threads'
+    queries at once mix up its parameters. Each query, and each stream until it is read, takes
+    its turn; PostgreSQL, what this test is about, is not serialised. (Two runs of the product
+    are two processes, each with its own engine or its own connection to a ClickHouse server.)"""
+
+    def __init__(self, store) -> None:
+        self._store, self._turn = store, threading.RLock()
+
+    def __getattr__(self, name):
+        attribute = getattr(self._store, name)
+        if not callable(attribute) or name == "stream_arrow":
+            return attribute
+
+        def in_turn(*args, **kwargs):
+            with self._turn:
+                return attribute(*args, **kwargs)
+        return in_turn
+
+    def stream_arrow(self, *args, **kwargs):
+        with self._turn:
+            yield from self._store.stream_arrow(*args, **kwargs)
+
+
+def _at_once(*calls) -> list:
+    """Run the calls in threads started together; their results, or the exception each raised."""
+    results: list = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i, call):
+        start.wait()
+        try:
+            results[i] = call()
+        except Exception as error:  # noqa: BLE001 - returned, asserted by the caller
+            results[i] = error
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def test_two_runs_of_the_same_month_at_once_leave_what_one_run_leaves(october, billing_defs, instance, usage_store):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    before = _snapshot(october)
+    month = (datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc))
+    week = (datetime(2026, 10, 3, tzinfo=timezone.utc), datetime(2026, 10, 10, tzinfo=timezone.utc))
+
+    store = TakingTurns(usage_store)
+
+    def rollups(window):
+        return lambda: roll_up_usage(store, october, *window, allow_empty_days=True).rows
+
+    # the month twice, a week twice, the month beside a week inside it (a backfill beside a dispute's re-run)
+    for calls in ([rollups(month), rollups(month)], [rollups(week), rollups(week)], [rollups(month), rollups(week)]):
+        results = _at_once(*calls)
+        assert [r for r in results if isinstance(r, Exception)] == []
+    for step in (rate_month, draft_month):
+        for _ in range(3):
+            results = _at_once(lambda: step(october, OCTOBER, "run-a"), lambda: step(october, OCTOBER, "run-b"))
+            assert [r for r in results if isinstance(r, Exception)] == [], step.__name__
+    assert _snapshot(october) == before
