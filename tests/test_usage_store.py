@@ -69,3 +69,35 @@ def test_sql_files_take_values_only_as_bound_parameters():
         text = sql_text(name)
         assert "{window_start:DateTime64(3, 'UTC')}" in text or "{start:DateTime64(3, 'UTC')}" in text
         assert "%s" not in text and "%(" not in text
+
+
+def test_the_embedded_store_open_in_another_process_is_named_and_opens_once_it_has_exited(tmp_path):
+    """chdb is one process's engine: a command started while a Dagster run holds it gets a sentence
+    naming that process and the way out, not chdb's 'Error initializing EmbeddedServer'."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from billing_pipeline.errors import StoreUnavailableError
+    from billing_pipeline.stores.clickhouse import ChdbStore, release_chdb_sessions
+
+    path = tmp_path / "chdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from billing_pipeline.stores.clickhouse import ChdbStore; "
+                               f"ChdbStore({str(path)!r}); print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        release_chdb_sessions()  # this process's own session (another test's path) is not the point
+        with pytest.raises(StoreUnavailableError) as refused:
+            ChdbStore(str(path))
+        assert str(refused.value) == (
+            f"the embedded usage store (chdb) at {path.resolve()} is open in another process (pid {holder.pid}); "
+            "wait for it to finish (with the embedded store, runs and commands take turns), or set "
+            "BILLING_CLICKHOUSE_URL to use a ClickHouse server, which any number of processes share")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    store = ChdbStore(str(path))
+    assert store.query_arrow("SELECT 1 AS one").to_pylist() == [{"one": 1}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -121,7 +122,10 @@ class ChdbStore:
         if key not in _chdb_sessions:
             for other in list(_chdb_sessions):
                 _chdb_sessions.pop(other).close()
-            _chdb_sessions[key] = chdb_session.Session(key)
+            try:
+                _chdb_sessions[key] = chdb_session.Session(key)
+            except RuntimeError as exc:
+                raise StoreUnavailableError(_unopenable_message(key, exc)) from None
         self._session = _chdb_sessions[key]
         version = self._session.query("SELECT version()", "CSV").bytes().decode().strip().strip('"')
         self.engine = f"chdb {version}"
@@ -159,6 +163,26 @@ class ChdbStore:
 
     def close(self) -> None:
         """chdb sessions live for the process; closing one would break other users in it."""
+
+
+def _unopenable_message(path: str, exc: Exception) -> str:
+    """Why chdb would not open ``path``, in words: most often another process has it open (chdb is
+    one process's engine), which ClickHouse records in the directory's status file; chdb itself
+    only says 'Error initializing EmbeddedServer'."""
+    holder = None
+    try:
+        status = (Path(path) / "status").read_text()
+        pid = int(status.split("PID:", 1)[1].split()[0])
+        os.kill(pid, 0)  # raises unless that process still runs
+        holder = pid
+    except (OSError, IndexError, ValueError):
+        pass
+    fix = (f"wait for it to finish (with the embedded store, runs and commands take turns), or set "
+           f"{settings.CLICKHOUSE_URL_ENV} to use a ClickHouse server, which any number of processes share")
+    if holder is not None and holder != os.getpid():
+        return f"the embedded usage store (chdb) at {path} is open in another process (pid {holder}); {fix}"
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"cannot open the embedded usage store (chdb) at {path}: {first_line}; if another process has it open, {fix}"
 
 
 def release_chdb_sessions() -> None:
