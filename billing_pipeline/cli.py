@@ -53,13 +53,18 @@ def _step(label: str):
 
 
 def _database() -> str:
+    return _migrated_database()[0]
+
+
+def _migrated_database() -> tuple[str, list[int]]:
+    """The billing database's URL, its schema brought up to date first; and the migrations applied."""
     from .stores.postgres import billing_database_url, migrate, redact
 
     url = billing_database_url()
-    migrate(url)
+    applied = migrate(url)
     where = "embedded PostgreSQL" if not settings.env(settings.DATABASE_URL_ENV) else "BILLING_DATABASE_URL"
     print(f"   billing database: {redact(url)} ({where})")
-    return url
+    return url, applied
 
 
 def _usage_store():
@@ -295,9 +300,7 @@ def cmd_invoices(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from .stores.postgres import migrate
-
-    applied = migrate(_database())
+    applied = _migrated_database()[1]
     print(f"applied migrations: {applied or 'none (up to date)'}")
 
 

@@ -103,3 +103,23 @@ def test_processes_creating_the_same_database_at_once_all_succeed(pg_admin_url):
         finally:
             with psycopg.connect(pg_admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_billing_migrate_says_what_it_applied_then_that_the_schema_is_up_to_date(empty_db_url, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from billing_pipeline.stores.postgres import load_migrations
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_"))}
+    env.update(BILLING_DATABASE_URL=empty_db_url, BILLING_STATE_DIR=str(tmp_path))
+
+    def migrate_command() -> list[str]:
+        result = subprocess.run([sys.executable, "-m", "billing_pipeline.cli", "migrate"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    assert migrate_command()[-1] == f"applied migrations: {[m.version for m in load_migrations()]}"
+    assert migrate_command()[-1] == "applied migrations: none (up to date)"
