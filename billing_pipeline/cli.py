@@ -172,6 +172,7 @@ def cmd_stripe_webhook(args: argparse.Namespace) -> None:
     if not secret:
         raise ConfigError(f"{settings.STRIPE_WEBHOOK_SECRET_ENV} is not set: the endpoint's signing secret (whsec_...) "
                           "from the Stripe Dashboard is needed to verify deliveries")
+    _check_port_free(args.host, args.port)
     server = http.server.ThreadingHTTPServer((args.host, args.port), handler_for(_database(), secret))
     print(f"Stripe webhook endpoint on http://{args.host}:{args.port}/ (invoice.finalized, invoice.paid, "
           "invoice.payment_failed, invoice.voided); Ctrl-C stops it", flush=True)
@@ -325,9 +326,23 @@ def _wait_for_http(url: str, timeout: float, process: subprocess.Popen) -> bool:
     return False
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another server holds, before starting ours: the webserver would fail to bind
+    and exit, while the other server (another Dagster UI, say) answered in its place."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise BillingError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server holds it?); "
+                           "stop it or pass --port") from None
+
+
 def cmd_ui(args: argparse.Namespace) -> None:
     from .instance import prepare_instance
 
+    _check_port_free(args.host, args.port)
     db_url = _database()
     home = prepare_instance(db_url)
     # Children get the resolved URL, so they reuse this process's embedded server, never start one.
@@ -345,6 +360,8 @@ def cmd_ui(args: argparse.Namespace) -> None:
         print(f"\nDagster UI: {url}   (DAGSTER_HOME={home}; daemon running; Ctrl-C stops both)\n", flush=True)
         while web.poll() is None and daemon.poll() is None:
             time.sleep(1)
+        stopped, code = ("webserver", web.returncode) if web.poll() is not None else ("daemon", daemon.returncode)
+        raise BillingError(f"the Dagster {stopped} stopped (exit code {code}); see its output above")
     except KeyboardInterrupt:
         pass
     finally:

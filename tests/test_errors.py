@@ -76,3 +76,16 @@ def test_cli_month_that_has_not_ended(tmp_path):
     assert_one_clear_line(result, "month 2099-01 is not a closable billing month (monthly partitions: 2025-01 ..")
     result = run_cli("demo", "--month", "Oct-2026", env_overrides={}, tmp_path=tmp_path)
     assert_one_clear_line(result, "month 'Oct-2026' is not YYYY-MM")
+
+
+@pytest.mark.parametrize("command", [["ui"], ["stripe-webhook"]])
+def test_cli_port_held_by_another_server(tmp_path, command):
+    """Before, `billing ui` printed the URL of whatever answered there (another Dagster UI) while its
+    own webserver failed to bind; the webhook endpoint died with a traceback."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        result = run_cli(*command, "--port", str(port), tmp_path=tmp_path,
+                         env_overrides={"BILLING_STRIPE_WEBHOOK_SECRET": "whsec_test"})
+    assert_one_clear_line(result, f"cannot listen on 127.0.0.1:{port}: Address already in use", "pass --port")
