@@ -187,7 +187,6 @@ def cmd_stripe_webhook(args: argparse.Namespace) -> None:
 def cmd_fx_rate(args: argparse.Namespace) -> None:
     import json
     from datetime import date
-    from decimal import Decimal
 
     from .steps.fx import DEFAULT_ECB_BASE, DEFAULT_TCMB_BASE, FxSources, last_known_from, resolve
     from .stores.postgres import connect
@@ -196,7 +195,7 @@ def cmd_fx_rate(args: argparse.Namespace) -> None:
     issue_date = date.fromisoformat(args.date)
     sources = FxSources(settings.env(settings.TCMB_BASE_URL_ENV) or DEFAULT_TCMB_BASE,
                         settings.env(settings.ECB_BASE_URL_ENV) or DEFAULT_ECB_BASE)
-    limit = Decimal(settings.env(settings.FX_MAX_DIVERGENCE_ENV) or "0.02")
+    limit = settings.decimal_env(settings.FX_MAX_DIVERGENCE_ENV, "0.02")
     try:
         if settings.env(settings.DATABASE_URL_ENV):  # the last known rate, if no source answers
             with connect(settings.env(settings.DATABASE_URL_ENV)) as conn:

@@ -52,23 +52,23 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             endpoint_url=_secret(settings.AUDIT_S3_ENDPOINT_ENV), bucket=settings.env(settings.AUDIT_S3_BUCKET_ENV)
             or "billing-audit", access_key=_secret(settings.AUDIT_S3_ACCESS_KEY_ENV),
             secret_key=_secret(settings.AUDIT_S3_SECRET_KEY_ENV),
-            retention_years=int(settings.env(settings.AUDIT_RETENTION_YEARS_ENV) or 10)),
+            retention_years=settings.whole_number_env(settings.AUDIT_RETENTION_YEARS_ENV, 10)),
         "fx_sources": FxSourcesResource(
             tcmb_base_url=settings.env(settings.TCMB_BASE_URL_ENV) or DEFAULT_TCMB_BASE,
             ecb_base_url=settings.env(settings.ECB_BASE_URL_ENV) or DEFAULT_ECB_BASE,
-            max_divergence=settings.env(settings.FX_MAX_DIVERGENCE_ENV) or "0.02"),
+            max_divergence=str(settings.decimal_env(settings.FX_MAX_DIVERGENCE_ENV, "0.02"))),
         "parasut": ParasutResource(
             base_url=settings.env(settings.PARASUT_BASE_URL_ENV) or PARASUT_BASE_URL,
             company_id=settings.env(settings.PARASUT_COMPANY_ID_ENV), client_id=_secret(settings.PARASUT_CLIENT_ID_ENV),
             client_secret=_secret(settings.PARASUT_CLIENT_SECRET_ENV), username=_secret(settings.PARASUT_USERNAME_ENV),
             password=_secret(settings.PARASUT_PASSWORD_ENV),
-            dry_run=(settings.env(settings.PARASUT_DRY_RUN_ENV) or "0").lower() in ("1", "true", "yes")),
+            dry_run=settings.flag_env(settings.PARASUT_DRY_RUN_ENV)),
         "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE),
         "stripe": StripeResource(
             api_key=_secret(settings.STRIPE_API_KEY_ENV), api_base=settings.env(settings.STRIPE_API_BASE_ENV),
-            max_ops_per_second=float(settings.env(settings.STRIPE_MAX_OPS_ENV) or 0) or None,
-            concurrency=int(settings.env(settings.STRIPE_CONCURRENCY_ENV) or 16),
-            dry_run=(settings.env(settings.STRIPE_DRY_RUN_ENV) or "0").lower() in ("1", "true", "yes")),
+            max_ops_per_second=float(settings.decimal_env(settings.STRIPE_MAX_OPS_ENV, "0")) or None,
+            concurrency=settings.whole_number_env(settings.STRIPE_CONCURRENCY_ENV, 16),
+            dry_run=settings.flag_env(settings.STRIPE_DRY_RUN_ENV)),
     }
 
 

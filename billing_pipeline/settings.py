@@ -34,6 +34,7 @@ in CI and in production (real servers):
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 STATE_DIR_ENV = "BILLING_STATE_DIR"
@@ -82,3 +83,46 @@ def chdb_path() -> Path:
 def env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value else None
+
+
+# Typed settings: a value that is not what the setting takes is refused with the setting's name,
+# when the definitions load, rather than as int()'s "invalid literal" from deep inside, or (a flag)
+# silently read as off. None of these is a secret, so the value is shown.
+
+def whole_number_env(name: str, default: int, minimum: int = 1) -> int:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise _refused(name, value, f"a whole number of at least {minimum}")
+    return number
+
+
+def decimal_env(name: str, default: str, minimum: Decimal = Decimal(0)) -> Decimal:
+    value = env(name) or default
+    try:
+        number = Decimal(value.strip())
+    except ArithmeticError:
+        number = None
+    if number is None or not number.is_finite() or number < minimum:
+        raise _refused(name, value, f"a decimal number of at least {minimum}")
+    return number
+
+
+def flag_env(name: str) -> bool:
+    value = (env(name) or "0").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise _refused(name, os.environ[name], "1, true, yes or on; 0, false, no or off")
+
+
+def _refused(name: str, value: str, wanted: str) -> Exception:
+    from .errors import ConfigError
+
+    return ConfigError(f"{name}={value!r} is not {wanted}")

@@ -89,3 +89,40 @@ def test_cli_port_held_by_another_server(tmp_path, command):
         result = run_cli(*command, "--port", str(port), tmp_path=tmp_path,
                          env_overrides={"BILLING_STRIPE_WEBHOOK_SECRET": "whsec_test"})
     assert_one_clear_line(result, f"cannot listen on 127.0.0.1:{port}: Address already in use", "pass --port")
+
+
+@pytest.mark.parametrize("name, value, wanted", [
+    ("BILLING_AUDIT_RETENTION_YEARS", "ten", "a whole number of at least 1"),
+    ("BILLING_AUDIT_RETENTION_YEARS", "0", "a whole number of at least 1"),
+    ("BILLING_STRIPE_CONCURRENCY", "16.5", "a whole number of at least 1"),
+    ("BILLING_STRIPE_MAX_OPS_PER_SECOND", "fast", "a decimal number of at least 0"),
+    ("BILLING_FX_MAX_DIVERGENCE", "-0.1", "a decimal number of at least 0"),
+    ("BILLING_FX_MAX_DIVERGENCE", "NaN", "a decimal number of at least 0"),
+    ("BILLING_STRIPE_DRY_RUN", "maybe", "1, true, yes or on; 0, false, no or off"),
+    ("BILLING_PARASUT_DRY_RUN", "2", "1, true, yes or on; 0, false, no or off"),
+])
+def test_a_setting_that_is_not_what_it_takes_is_named_when_the_definitions_load(monkeypatch, name, value, wanted):
+    """Before, int() and Decimal() failed from inside the definitions ('invalid literal for int()'),
+    naming no setting, and a dry-run flag other than 1/true/yes was silently off: live requests."""
+    from billing_pipeline.definitions import build_resources
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        build_resources()
+    assert str(refused.value) == f"{name}={value!r} is not {wanted}"
+
+
+def test_settings_that_are_what_they_take_configure_the_resources(monkeypatch):
+    from decimal import Decimal
+
+    from billing_pipeline.definitions import build_resources
+
+    for name, value in {"BILLING_AUDIT_RETENTION_YEARS": " 7 ", "BILLING_STRIPE_CONCURRENCY": "4",
+                        "BILLING_STRIPE_MAX_OPS_PER_SECOND": "12.5", "BILLING_FX_MAX_DIVERGENCE": "0.015",
+                        "BILLING_STRIPE_DRY_RUN": "Yes", "BILLING_PARASUT_DRY_RUN": "off"}.items():
+        monkeypatch.setenv(name, value)
+    resources = build_resources()
+    assert resources["audit_storage"].retention_years == 7
+    assert (resources["stripe"].concurrency, resources["stripe"].max_ops_per_second) == (4, 12.5)
+    assert resources["stripe"].dry_run is True and resources["parasut"].dry_run is False
+    assert resources["fx_sources"].divergence_limit == Decimal("0.015")
