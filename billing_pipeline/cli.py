@@ -137,8 +137,21 @@ def _marts(db_url: str, period: Period) -> None:
     done()
 
 
+def _require_closed(db_url: str, period: Period) -> None:
+    """Refuse a month never closed here, instead of reporting zero invoices as if it had been."""
+    from .stores.postgres import connect
+
+    with connect(db_url) as conn:
+        rated = conn.execute("SELECT 1 FROM rating_runs WHERE period_start = %s", (period.start,)).fetchone()
+    if rated is None:
+        raise BillingError(f"{period.label} has not been closed: rated_charges {period.start.isoformat()} was never "
+                           f"materialized, so there are no invoices; close it first: billing close --month {period.label}")
+
+
 def cmd_issue(args: argparse.Namespace) -> None:
-    _issue(_database(), Period.parse_month(args.month))
+    db_url, period = _database(), Period.parse_month(args.month)
+    _require_closed(db_url, period)
+    _issue(db_url, period)
 
 
 def cmd_dispute(args: argparse.Namespace) -> None:
@@ -296,7 +309,9 @@ def cmd_close(args: argparse.Namespace) -> None:
 def cmd_invoices(args: argparse.Namespace) -> None:
     from .summary import format_month_summary
 
-    print(format_month_summary(_database(), Period.parse_month(args.month)))
+    db_url, period = _database(), Period.parse_month(args.month)
+    _require_closed(db_url, period)
+    print(format_month_summary(db_url, period))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
