@@ -29,6 +29,12 @@ run_coordinator:
     max_concurrent_runs: {max_runs}
 run_monitoring:
   enabled: true
+# The product's own log lines (a long rollup's progress day by day, a run waiting for another run
+# of its partition) go into each run's event log, where the data team watches it in the UI.
+python_logs:
+  managed_python_loggers:
+    - billing_pipeline
+  python_log_level: INFO
 telemetry:
   enabled: false
 nux:

@@ -81,3 +81,29 @@ def test_two_runs_of_the_same_month_at_once_leave_what_one_run_leaves(october, b
             results = _at_once(lambda: step(october, OCTOBER, "run-a"), lambda: step(october, OCTOBER, "run-b"))
             assert [r for r in results if isinstance(r, Exception)] == [], step.__name__
     assert _snapshot(october) == before
+
+
+def test_the_products_log_lines_reach_the_runs_event_log(october, billing_defs, monkeypatch):
+    """With the product's dagster.yaml, the rollup's progress (a line per chunk of days: minutes
+    each at a billion requests a month) is in the run's event log, shown in the UI."""
+    import psycopg
+
+    from billing_pipeline.instance import STORAGE_URL_ENV, get_instance
+    from billing_pipeline.stores.postgres import database_name, with_database
+
+    monkeypatch.setenv("DAGSTER_HOME", "")  # get_instance sets both; undone after the test
+    monkeypatch.setenv(STORAGE_URL_ENV, "")
+    try:
+        with get_instance(october) as instance:
+            result = close_month(instance, OCTOBER, definitions=billing_defs)
+            messages = [e.user_message for e in instance.all_logs(result.rollup_run_id)]
+        progress = [m.split(" (ClickHouse")[0] for m in messages if m.startswith("usage rolled up to")]
+        assert progress == [  # seven-day chunks from 30 September to 2 November; 69 raw rows, 40 rollup rows
+            "usage rolled up to 2026-10-06: 20 raw rows -> 9 rollup rows",
+            "usage rolled up to 2026-10-13: 15 raw rows -> 9 rollup rows",
+            "usage rolled up to 2026-10-20: 20 raw rows -> 9 rollup rows",
+            "usage rolled up to 2026-10-27: 7 raw rows -> 7 rollup rows",
+            "usage rolled up to 2026-11-01: 7 raw rows -> 6 rollup rows"]
+    finally:
+        with psycopg.connect(with_database(october, "postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database_name(october)}_dagster" WITH (FORCE)')
