@@ -559,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad --month and similar argument errors
         print(f"billing: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a Dagster run (inside one, the run reports it, above)
+        print("billing: interrupted; every step is safe to run again: run the same command again", file=sys.stderr)
+        return 130
     return status or 0
 
 

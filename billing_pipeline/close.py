@@ -50,6 +50,10 @@ def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
             # dg.Failure carries our one-line description; keep its text, not the class prefix.
             message = message.split(": ", 1)[1] if message.startswith("dagster._core.definitions.events.Failure") else message
             message = " ".join(message.split())  # one line, whatever the library's text (libpq's spans three)
+            if message.startswith("dagster._core.errors.DagsterExecutionInterruptedError"):
+                raise RunFailedError(
+                    f"{what} interrupted in step {event.step_key} (run {result.run_id}); every step is safe to "
+                    "run again (tested by killing each one): run the same command again")
             raise RunFailedError(f"{what} failed in step {event.step_key} (run {result.run_id}): {message}")
     raise RunFailedError(f"{what} failed (run {result.run_id})")
 

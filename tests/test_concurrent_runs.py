@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from billing_pipeline.close import close_month
 from billing_pipeline.domain.periods import Period
@@ -107,3 +108,47 @@ def test_the_products_log_lines_reach_the_runs_event_log(october, billing_defs, 
     finally:
         with psycopg.connect(with_database(october, "postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database_name(october)}_dagster" WITH (FORCE)')
+
+
+def test_ctrl_c_during_a_close_says_so_and_the_same_command_then_closes_the_month(october, usage_store, tmp_path):
+    """Ctrl-C while the rollup waits on another run of its month (held here, so the moment is
+    known): one line saying the run was interrupted and how to go on, not Dagster's error class;
+    the same command then closes the month."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    from billing_pipeline.stores.clickhouse import release_chdb_sessions
+
+    release_chdb_sessions()  # the command opens the usage store (this test's, under its state dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_"))}
+    env.update(BILLING_DATABASE_URL=october, BILLING_STATE_DIR=str(usage_store.path).removesuffix("/chdb"))
+    command = [sys.executable, "-m", "billing_pipeline.cli", "close", "--month", "2026-10"]
+    with psycopg.connect(october) as other_run:
+        other_run.execute("SELECT pg_advisory_xact_lock(hashtext('usage_rollups'), hashtext('2026-10'))")
+        close = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        with psycopg.connect(october, autocommit=True) as watcher:
+            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' "
+                                      "AND datname = current_database()").fetchone():
+                assert close.poll() is None and time.monotonic() < deadline, close.stderr.read()
+                time.sleep(0.05)
+        close.send_signal(signal.SIGINT)
+        stderr = close.communicate(timeout=120)[1]
+        other_run.rollback()
+    last = stderr.strip().splitlines()[-1]
+    assert close.returncode == 2, stderr
+    assert re.fullmatch(r"billing: error: usage_rollups 2026-09-30\.\.2026-11-01 interrupted in step usage_rollups "
+                        r"\(run [0-9a-f-]{36}\); every step is safe to run again \(tested by killing each one\): "
+                        r"run the same command again", last), stderr
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    with psycopg.connect(october) as conn:
+        drafts = conn.execute("SELECT invoice_id, currency, total FROM invoices ORDER BY 1").fetchall()
+    assert drafts == [("CTR-A:2026-10:v1", "USD", Decimal("0.1600")), ("CTR-B:2026-10:v1", "TRY", Decimal("30000.0000")),
+                      ("CTR-C:2026-10:v1", "EUR", Decimal("500.7500")), ("CTR-D:2026-10:v1", "USD", Decimal("0.0300"))]
