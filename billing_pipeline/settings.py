@@ -72,7 +72,13 @@ ALERT_WEBHOOK_SECRET_ENV = "BILLING_ALERT_WEBHOOK_SECRET"
 
 def state_dir() -> Path:
     path = Path(os.environ.get(STATE_DIR_ENV) or ".billing").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{STATE_DIR_ENV}: cannot create the state directory {path} ({exc.strerror}); "
+                          f"set {STATE_DIR_ENV} to a directory this user can write") from None
     return path
 
 

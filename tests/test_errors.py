@@ -135,3 +135,11 @@ def test_cli_month_never_closed_is_refused_not_reported_empty(tmp_path, db_url, 
     result = run_cli(command, "--month", "2026-10", tmp_path=tmp_path, env_overrides={"BILLING_DATABASE_URL": db_url})
     assert_one_clear_line(result, "2026-10 has not been closed: rated_charges 2026-10-01 was never materialized",
                           "close it first: billing close --month 2026-10")
+
+
+def test_cli_state_directory_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli("migrate", tmp_path=tmp_path, env_overrides={"BILLING_STATE_DIR": str(blocker / "state")})
+    assert_one_clear_line(result, f"BILLING_STATE_DIR: cannot create the state directory {blocker / 'state'} "
+                                  "(Not a directory); set BILLING_STATE_DIR to a directory this user can write")
