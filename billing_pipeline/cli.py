@@ -475,16 +475,38 @@ def _ledger_version_problems(manifest: dict, versions: dict[str, str]) -> list[s
             for name in sorted(versions) if recorded.get(name) != versions[name]]
 
 
+def _at_least(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``, refused by argparse with its flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+    parse.__name__ = "count"
+    return parse
+
+
+def _day(text: str) -> str:
+    """An argparse type: a calendar date, YYYY-MM-DD (kept as text, as the commands pass it on)."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="generate demo usage and close one month on embedded defaults")
     demo.add_argument("--month", default=_last_complete_month(), help="YYYY-MM (default: last complete month)")
-    demo.add_argument("--events", type=int, default=2_000_000, help="distinct requests to generate")
-    demo.add_argument("--orgs", type=int, default=40)
-    demo.add_argument("--projects", type=int, default=120)
-    demo.add_argument("--chains", type=int, default=8)
+    demo.add_argument("--events", type=_at_least(1), default=2_000_000, help="distinct requests to generate")
+    demo.add_argument("--orgs", type=_at_least(1), default=40)
+    demo.add_argument("--projects", type=_at_least(1), default=120)
+    demo.add_argument("--chains", type=_at_least(1), default=8)
     demo.add_argument("--seed", type=int, default=42)
     demo.set_defaults(func=cmd_demo)
     close = sub.add_parser("close", help="close a month from the usage already in ClickHouse")
@@ -499,30 +521,30 @@ def build_parser() -> argparse.ArgumentParser:
     dispute = sub.add_parser("dispute", help="re-run disputed days of an issued month and issue credit notes or "
                                              "supplementary invoices for what changed")
     dispute.add_argument("--month", required=True)
-    dispute.add_argument("--day", action="append", required=True, help="a disputed day, YYYY-MM-DD (repeatable)")
+    dispute.add_argument("--day", action="append", required=True, type=_day, help="a disputed day, YYYY-MM-DD (repeatable)")
     dispute.set_defaults(func=cmd_dispute)
 
     fx = sub.add_parser("fx", help="exchange rates").add_subparsers(dest="fx_command", required=True)
     rate = fx.add_parser("rate", help="the TCMB rate an invoice issued on a date would use (JSON)")
     rate.add_argument("--currency", required=True, help="ISO code, e.g. USD")
-    rate.add_argument("--date", required=True, help="the invoice's issue date, YYYY-MM-DD")
+    rate.add_argument("--date", required=True, type=_day, help="the invoice's issue date, YYYY-MM-DD")
     rate.set_defaults(func=cmd_fx_rate)
 
     evidence = sub.add_parser("evidence", help="signed proof of delivery for a contract and a date range")
     evidence.add_argument("--contract", required=True)
-    evidence.add_argument("--from", dest="from_date", required=True, help="YYYY-MM-DD, included")
-    evidence.add_argument("--to", dest="to_date", required=True, help="YYYY-MM-DD, not included")
+    evidence.add_argument("--from", dest="from_date", required=True, type=_day, help="YYYY-MM-DD, included")
+    evidence.add_argument("--to", dest="to_date", required=True, type=_day, help="YYYY-MM-DD, not included")
     evidence.set_defaults(func=cmd_evidence)
 
     hook = sub.add_parser("stripe-webhook", help="serve the Stripe webhook endpoint (needs "
                                                  "BILLING_STRIPE_WEBHOOK_SECRET)")
     hook.add_argument("--host", default="127.0.0.1")
-    hook.add_argument("--port", type=int, default=8787)
+    hook.add_argument("--port", type=_at_least(1), default=8787)
     hook.set_defaults(func=cmd_stripe_webhook)
 
     ui = sub.add_parser("ui", help="start the Dagster webserver and daemon on the product's state")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--port", type=_at_least(1), default=3000)
     ui.set_defaults(func=cmd_ui)
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.set_defaults(func=cmd_migrate)

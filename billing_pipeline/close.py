@@ -47,8 +47,10 @@ def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
             while error is not None and error.cause is not None:  # the user code's own error, not the wrapper
                 error = error.cause
                 message = error.message.strip()
-            # dg.Failure carries our one-line description; keep its text, not the class prefix.
-            message = message.split(": ", 1)[1] if message.startswith("dagster._core.definitions.events.Failure") else message
+            # dg.Failure carries our one-line description, and our own errors name what is at fault:
+            # keep their text, not the class prefix.
+            message = message.split(": ", 1)[1] if message.startswith(
+                ("dagster._core.definitions.events.Failure", "billing_pipeline.errors.")) else message
             message = " ".join(message.split())  # one line, whatever the library's text (libpq's spans three)
             if message.startswith("dagster._core.errors.DagsterExecutionInterruptedError"):
                 raise RunFailedError(

@@ -143,3 +143,22 @@ def test_cli_state_directory_that_cannot_be_created(tmp_path):
     result = run_cli("migrate", tmp_path=tmp_path, env_overrides={"BILLING_STATE_DIR": str(blocker / "state")})
     assert_one_clear_line(result, f"BILLING_STATE_DIR: cannot create the state directory {blocker / 'state'} "
                                   "(Not a directory); set BILLING_STATE_DIR to a directory this user can write")
+
+
+@pytest.mark.parametrize("args, said", [
+    (["demo", "--orgs", "0"], "billing demo: error: argument --orgs: 0 is less than 1"),
+    (["demo", "--events", "many"], "billing demo: error: argument --events: 'many' is not a whole number"),
+    (["fx", "rate", "--currency", "USD", "--date", "bad"],
+     "billing fx rate: error: argument --date: 'bad' is not a date (YYYY-MM-DD)"),
+    (["dispute", "--month", "2026-10", "--day", "2026-10-5x"],
+     "billing dispute: error: argument --day: '2026-10-5x' is not a date (YYYY-MM-DD)"),
+    (["evidence", "--contract", "C", "--from", "2026-10-01", "--to", "31.10.2026"],
+     "billing evidence: error: argument --to: '31.10.2026' is not a date (YYYY-MM-DD)"),
+])
+def test_cli_arguments_of_the_wrong_kind_are_refused_by_name(tmp_path, args, said):
+    """Before, --orgs 0 reached ClickHouse (a division by zero, a traceback) and a bad date was
+    'Invalid isoformat string' naming no argument."""
+    result = run_cli(*args, tmp_path=tmp_path, env_overrides={})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == said
+    assert "Traceback" not in result.stderr
