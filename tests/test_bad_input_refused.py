@@ -84,6 +84,11 @@ CONTRACT_KINDS = {
                          "contract CTR-BAD: end_at 2026-09-01T00:00:00Z is not after start_at 2026-10-01T00:00:00Z"),
     "malformed_currency": ({"currency": "usd"},
                            "contract CTR-BAD: currency 'usd' is not an ISO 4217 code (three capital letters)"),
+    "unknown_timezone": ({"timezone": "Mars/Olympus_Mons"},
+                         "contract CTR-BAD: timezone 'Mars/Olympus_Mons' is not an IANA time zone name "
+                         "(e.g. Europe/Istanbul)"),
+    "posix_timezone": ({"timezone": "UTC+3"},
+                       "contract CTR-BAD: timezone 'UTC+3' is not an IANA time zone name (e.g. Europe/Istanbul)"),
 }
 
 
