@@ -13,6 +13,7 @@ from billing_pipeline.domain.periods import Period
 from billing_pipeline.steps.invoicing import draft_month
 from billing_pipeline.steps.rating import rate_month
 from billing_pipeline.steps.usage import roll_up_usage
+from at_once import at_once, failures
 from test_month_close import _snapshot
 
 OCTOBER = Period.parse_month("2026-10")
@@ -42,26 +43,6 @@ class TakingTurns:
             yield from self._store.stream_arrow(*args, **kwargs)
 
 
-def _at_once(*calls) -> list:
-    """Run the calls in threads started together; their results, or the exception each raised."""
-    results: list = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(i, call):
-        start.wait()
-        try:
-            results[i] = call()
-        except Exception as error:  # noqa: BLE001 - returned, asserted by the caller
-            results[i] = error
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return results
-
-
 def test_two_runs_of_the_same_month_at_once_leave_what_one_run_leaves(october, billing_defs, instance, usage_store):
     close_month(instance, OCTOBER, definitions=billing_defs)
     before = _snapshot(october)
@@ -75,12 +56,12 @@ def test_two_runs_of_the_same_month_at_once_leave_what_one_run_leaves(october, b
 
     # the month twice, a week twice, the month beside a week inside it (a backfill beside a dispute's re-run)
     for calls in ([rollups(month), rollups(month)], [rollups(week), rollups(week)], [rollups(month), rollups(week)]):
-        results = _at_once(*calls)
-        assert [r for r in results if isinstance(r, Exception)] == []
+        results = at_once(*calls)
+        assert failures(results) == []
     for step in (rate_month, draft_month):
         for _ in range(3):
-            results = _at_once(lambda: step(october, OCTOBER, "run-a"), lambda: step(october, OCTOBER, "run-b"))
-            assert [r for r in results if isinstance(r, Exception)] == [], step.__name__
+            results = at_once(lambda: step(october, OCTOBER, "run-a"), lambda: step(october, OCTOBER, "run-b"))
+            assert failures(results) == [], step.__name__
     assert _snapshot(october) == before
 
 

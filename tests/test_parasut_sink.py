@@ -17,6 +17,7 @@ from billing_pipeline.sinks.parasut.client import ParasutClient, ParasutCredenti
 from billing_pipeline.sinks.parasut.issuing import PollPolicy, issue_month
 from billing_pipeline.stores.audit_bucket import AuditBucket
 from billing_pipeline.stores.postgres import transaction
+from at_once import at_once, failures
 from parasut_fixture import CUSTOMERS, DRAFTS, reset, seed_turkish_drafts
 from parasut_server import ParasutServer
 
@@ -237,4 +238,15 @@ def test_the_rate_limit_is_respected(drafts, storage):
     with parasut(rate_limit=10, rate_window=1.0) as server:
         issue_month(drafts, client(server, drafts, per_window=10, window=1.0), OCTOBER, storage=storage, polls=FAST)
         assert server.parasut.rate_limited == 0
+        check_one_invoice_each(drafts, server, storage)
+
+
+def test_two_sink_runs_of_the_same_month_at_once_issue_each_invoice_once(drafts, storage):
+    """Two runs started together (each its own client, as two processes would be): one invoice and
+    one e-document per contract-month, each recorded once in the ledger. Before the runs of a month
+    took turns, a contract-month got a second sales invoice (3 of 3 tries)."""
+    with parasut() as server:
+        results = at_once(*[lambda: issue_month(drafts, client(server, drafts), OCTOBER, storage=storage,
+                                                polls=FAST)] * 2)
+        assert failures(results) == []
         check_one_invoice_each(drafts, server, storage)

@@ -14,6 +14,7 @@ from billing_pipeline.domain.stripe_invoice import MAX_ITEMS
 from billing_pipeline.sinks.stripe.gateway import RetryPolicy, StripeGateway
 from billing_pipeline.sinks.stripe.issuing import issue_month
 from billing_pipeline.stores.postgres import transaction
+from at_once import at_once, failures
 from stripe_fixture import DRAFTS, reset, seed_global_drafts
 from stripe_server import StripeServer
 
@@ -276,3 +277,17 @@ def test_dry_run_records_the_exact_requests_and_sends_nothing(drafts):
     # a second dry run replaces its rows; nothing doubles
     issue_month(drafts, None, OCTOBER)
     assert rows(drafts, "SELECT count(*) FROM sink_outbox") == [(15,)]
+
+
+def test_two_sink_runs_of_the_same_month_at_once_issue_each_invoice_once(drafts):
+    """Two runs started together (two threads, each its own connections), three times: before the
+    runs of a month took turns, the later could fail recording the customer both had found."""
+    for _ in range(3):
+        with transaction(drafts) as conn:
+            reset(conn)
+            seed_global_drafts(conn)
+            ledger_before = conn.execute("SELECT coalesce(max(entry_id), 0) FROM ledger").fetchone()[0]
+        with StripeServer() as server:
+            results = at_once(*[lambda: issue_month(drafts, gateway(server), OCTOBER, concurrency=4)] * 2)
+            assert failures(results) == []
+            _check_exactly_once(drafts, server, ledger_before)

@@ -138,6 +138,20 @@ def lock_partitions(conn: psycopg.Connection, asset: str, partitions: Iterable[s
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", key)
 
 
+@contextmanager
+def partition_lock_held(url: str, asset: str, partition: str) -> Iterator[None]:
+    """lock_partitions for work of many transactions: a sink run commits each call's outbox row on
+    its own. Held by a connection of its own until the block ends (or the process dies, which
+    closes it). Two sink runs of one month at once each found or created the same Stripe customer
+    and the later failed on recording it; now the later waits, then finds the month issued."""
+    with connect(url, autocommit=True) as conn:
+        key = (asset, partition)
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
+            log.info("another run is writing %s %s: waiting for it to finish", asset, partition)
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", key)
+        yield
+
+
 def ensure_database(url: str, name: str, setting: str) -> None:
     """Create the database when missing. Two processes starting at once on a fresh server (the
     UI's webserver and daemon, two commands) may both find it missing: the one whose CREATE

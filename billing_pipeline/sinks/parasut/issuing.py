@@ -25,7 +25,7 @@ from ...domain.parasut_invoice import (InvoiceRejected, TurkishInvoice, TurkishL
                                        check_issuable, contact_attributes, sales_invoice_body)
 from ...domain.periods import Period
 from ...stores import ledger as ledger_store
-from ...stores.postgres import connect
+from ...stores.postgres import connect, partition_lock_held
 from .. import outbox
 from .appendix import appendix_pdf
 from .client import ParasutClient, ParasutRefused, ParasutUnavailable, dumps
@@ -100,6 +100,12 @@ def issue_month(db_url: str, client: ParasutClient | None, period: Period, stora
                 polls: PollPolicy = PollPolicy(), kinds: tuple[str, ...] = ("INVOICE",)) -> MonthIssue:
     """Issue the month's Turkish drafts; ``client=None`` is a dry run. ``storage`` keeps PDFs and
     appendices: an object with ``put(key, data) -> location`` (S3 with Object Lock)."""
+    with partition_lock_held(db_url, "parasut_invoices", period.start.isoformat()):  # runs of a month take turns
+        return _issue_month_in_turn(db_url, client, period, storage, workers, polls, kinds)
+
+
+def _issue_month_in_turn(db_url: str, client: ParasutClient | None, period: Period, storage, workers: int,
+                         polls: PollPolicy, kinds: tuple[str, ...]) -> MonthIssue:
     started = time.monotonic()
     with connect(db_url) as conn:
         invoices, awaiting = load_issuable(conn, period, kinds)

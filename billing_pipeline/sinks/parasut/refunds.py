@@ -17,7 +17,7 @@ from ...domain import ledger as ledger_rules
 from ...domain.parasut_invoice import InvoiceRejected, TurkishInvoice, contact_attributes, refund_bill_body
 from ...domain.periods import Period
 from ...stores import ledger as ledger_store
-from ...stores.postgres import connect
+from ...stores.postgres import connect, partition_lock_held
 from .. import outbox
 from .client import ParasutClient, ParasutRefused, ParasutUnavailable
 from .issuing import (SINK, IssueOutcome, StillPending, _dec, _failed, _json, _mentions, _send, ensure_contact,
@@ -26,6 +26,11 @@ from .issuing import (SINK, IssueOutcome, StillPending, _dec, _failed, _json, _m
 
 def issue_refunds(db_url: str, client: ParasutClient | None, period: Period) -> list[IssueOutcome]:
     """Every Turkish credit note of the month; ``client=None`` records the requests (dry run)."""
+    with partition_lock_held(db_url, "parasut_invoices", period.start.isoformat()):  # runs of a month take turns
+        return _issue_refunds_in_turn(db_url, client, period)
+
+
+def _issue_refunds_in_turn(db_url: str, client: ParasutClient | None, period: Period) -> list[IssueOutcome]:
     with connect(db_url) as conn:
         notes, _ = load_issuable(conn, period, kinds=("CREDIT_NOTE",))
     outcomes = []

@@ -21,7 +21,7 @@ from ...domain.money import from_minor_units, to_minor_units
 from ...domain.periods import Period
 from ...domain.stripe_invoice import StripeRequest, idempotency_key
 from ...stores import ledger as ledger_store
-from ...stores.postgres import connect
+from ...stores.postgres import connect, partition_lock_held
 from .. import outbox
 from .gateway import StripeGateway, StripeRefused, StripeUnavailable
 from .issuing import SINK, IssueOutcome, StripeMismatch, _send
@@ -85,6 +85,11 @@ def credit_note_lines(note: CreditNote, stripe_lines: list[dict], original_line_
 
 
 def issue_credit_notes(db_url: str, gateway: StripeGateway | None, period: Period) -> list[IssueOutcome]:
+    with partition_lock_held(db_url, "stripe_invoices", period.start.isoformat()):  # runs of a month take turns
+        return _issue_credit_notes_in_turn(db_url, gateway, period)
+
+
+def _issue_credit_notes_in_turn(db_url: str, gateway: StripeGateway | None, period: Period) -> list[IssueOutcome]:
     with connect(db_url, autocommit=True) as conn:
         notes = load_credit_notes(conn, period)
         outcomes = []

@@ -25,7 +25,7 @@ from ...domain.periods import Period
 from ...domain.stripe_invoice import (IssuableInvoice, IssuableLine, InvoiceRejected, StripeRequest,
                                       customer_key, customer_params, plan_invoice)
 from ...stores import ledger as ledger_store
-from ...stores.postgres import connect
+from ...stores.postgres import connect, partition_lock_held
 from .. import outbox
 from .gateway import StripeGateway, StripeRefused, StripeUnavailable
 
@@ -96,6 +96,12 @@ def load_issuable(conn: psycopg.Connection, period: Period,
 def issue_month(db_url: str, gateway: StripeGateway | None, period: Period, concurrency: int = 8,
                 kinds: tuple[str, ...] = ("INVOICE",)) -> MonthIssue:
     """Issue every global draft of the month; ``gateway=None`` is a dry run (outbox only)."""
+    with partition_lock_held(db_url, "stripe_invoices", period.start.isoformat()):  # runs of a month take turns
+        return _issue_month_in_turn(db_url, gateway, period, concurrency, kinds)
+
+
+def _issue_month_in_turn(db_url: str, gateway: StripeGateway | None, period: Period, concurrency: int,
+                         kinds: tuple[str, ...]) -> MonthIssue:
     started = time.monotonic()
     with connect(db_url) as conn:
         invoices, awaiting = load_issuable(conn, period, kinds)
