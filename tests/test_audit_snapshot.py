@@ -179,3 +179,22 @@ def test_the_rollups_exported_beside_the_other_files_see_the_same_picture(db_url
     assert (tmp_path / "usage_rollups.csv").read_text().splitlines() == [
         "day,org_id,project_id,chain,requests,successful_requests,error_requests,bytes_out",
         "2026-10-05,org_before,prj,eth-mainnet,7,6,1,700"]
+
+
+def test_two_snapshots_of_the_month_at_once_leave_the_set_the_ledger_recorded(snapshot, s3_endpoint, signing_key,
+                                                                                tmp_path):
+    """Uploaded at once, the prefix's latest versions were a mix of both runs, and the auditor's
+    `--ledger` check named a file whose current version the ledger never recorded (3 of 3)."""
+    from at_once import at_once, failures
+    from billing_pipeline.steps.audit import publish_snapshot
+
+    bucket, key = AuditBucket("audit-test", s3_endpoint), load_signing_key()
+    for round_ in range(3):
+        workdirs = [tmp_path / f"{round_}-{run}" for run in "ab"]
+        for workdir in workdirs:
+            workdir.mkdir()
+        assert failures(at_once(*[lambda w=w: publish_snapshot(snapshot, Period.parse_month("2026-10"), key, bucket, w)
+                                  for w in workdirs])) == []
+        checked = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
+                             db_url=snapshot, endpoint=s3_endpoint)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
