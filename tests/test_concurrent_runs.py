@@ -105,13 +105,14 @@ def test_ctrl_c_during_a_close_says_so_and_the_same_command_then_closes_the_mont
     import psycopg
 
     from billing_pipeline.stores.clickhouse import release_chdb_sessions
+    from billing_pipeline.stores.postgres import lock_partitions
 
     release_chdb_sessions()  # the command opens the usage store (this test's, under its state dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_"))}
     env.update(BILLING_DATABASE_URL=october, BILLING_STATE_DIR=str(usage_store.path).removesuffix("/chdb"))
     command = [sys.executable, "-m", "billing_pipeline.cli", "close", "--month", "2026-10"]
     with psycopg.connect(october) as other_run:
-        other_run.execute("SELECT pg_advisory_xact_lock(hashtext('usage_rollups'), hashtext('2026-10'))")
+        lock_partitions(other_run, "usage_rollups", ["2026-10"])
         close = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         with psycopg.connect(october, autocommit=True) as watcher:

@@ -132,10 +132,7 @@ def lock_partitions(conn: psycopg.Connection, asset: str, partitions: Iterable[s
     the later waits for the earlier, then replaces its rows: the rows of one run after the other.
     Taken in sorted order, so runs over overlapping windows of days cannot deadlock."""
     for partition in sorted(set(partitions)):
-        key = (asset, partition)
-        if not conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
-            log.info("another run is writing %s %s: waiting for it to finish", asset, partition)
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", key)
+        _take_turn(conn, "xact_lock", asset, partition)
 
 
 @contextmanager
@@ -145,11 +142,17 @@ def partition_lock_held(url: str, asset: str, partition: str) -> Iterator[None]:
     closes it). Two sink runs of one month at once each found or created the same Stripe customer
     and the later failed on recording it; now the later waits, then finds the month issued."""
     with connect(url, autocommit=True) as conn:
-        key = (asset, partition)
-        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
-            log.info("another run is writing %s %s: waiting for it to finish", asset, partition)
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", key)
+        _take_turn(conn, "lock", asset, partition)
         yield
+
+
+def _take_turn(conn: psycopg.Connection, kind: str, asset: str, partition: str) -> None:
+    """The advisory lock of (asset, partition), ``kind`` 'xact_lock' (to the transaction's end) or
+    'lock' (to the session's); saying so in the run's log when another run holds it."""
+    key = (asset, partition)
+    if not conn.execute(f"SELECT pg_try_advisory_{kind}(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
+        log.info("another run is writing %s %s: waiting for it to finish", asset, partition)
+        conn.execute(f"SELECT pg_advisory_{kind}(hashtext(%s), hashtext(%s))", key)
 
 
 def ensure_database(url: str, name: str, setting: str) -> None:
@@ -161,9 +164,10 @@ def ensure_database(url: str, name: str, setting: str) -> None:
         if not exists:
             try:
                 conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation) as error:
-                if not isinstance(error, psycopg.errors.DuplicateDatabase) and \
-                        error.diag.constraint_name != "pg_database_datname_index":
+            except psycopg.errors.DuplicateDatabase:
+                pass
+            except psycopg.errors.UniqueViolation as error:
+                if error.diag.constraint_name != "pg_database_datname_index":
                     raise
 
 
