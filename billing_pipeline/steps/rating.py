@@ -204,14 +204,15 @@ def _discounts(conn: psycopg.Connection, period: Period) -> dict[str, tuple[Disc
 
 
 def _monthly_usage(conn: psycopg.Connection, period: Period, meters: MeterSet) -> Iterator[tuple[str, dict]]:
-    """(contract, {(meter, chain): month total}) one contract at a time, from a server-side cursor:
-    the month's totals of 100k contracts never sit in memory together."""
+    """(contract, {(meter, chain): month total}) one contract at a time, streamed 20,000 rows at a
+    time: the month's totals of 100k contracts never sit in memory together. Not a server-side
+    cursor: PostgreSQL plans no parallel query for one, and the month's aggregation then ran on one
+    core (4.6 s at 10k contracts, 3.5 s streamed; rating 15.2 s -> 14.0 s, three runs each)."""
     additive = [m for m in meters.meters if m.additive]
-    with conn.cursor(name="monthly_usage") as cur:
-        cur.itersize = 20_000
-        cur.execute(_monthly_usage_query(meters), {"start": period.start, "end": period.end})
+    with conn.cursor() as cur:
         current, usage = None, {}
-        for contract_id, _day, chain, *values in cur:
+        for contract_id, _day, chain, *values in cur.stream(_monthly_usage_query(meters),
+                                                             {"start": period.start, "end": period.end}, size=20_000):
             if contract_id != current:
                 if current is not None:
                     yield current, usage
@@ -279,6 +280,7 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
     # The reader reads only committed tables this transaction does not write.
     with transaction(db_url) as conn, connect(db_url) as reader:
         lock_partitions(conn, "rated_charges", [period.start.isoformat()])
+        reader.execute("SET work_mem = '128MB'")  # the reader's aggregation, in memory too (3.5 s, 4.0 s in 4 MB)
         conn.execute("SET LOCAL work_mem = '128MB'")  # a month of rollups aggregates in memory
         _check_no_overlaps(conn, period)
         plans = plans_from_db(conn)
