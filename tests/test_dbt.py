@@ -67,6 +67,29 @@ def test_the_marts_build_for_a_month_and_every_dbt_test_passes(october, billing_
     assert margin[0] == ("base-mainnet", 5, D("216.4781"), D("1430.0000"), D("-1213.5219"))
 
 
+
+def test_requests_per_chain_are_requests_whatever_else_the_plans_price(october, billing_defs, instance):
+    """A plan pricing egress beside requests: its egress lines' gigabytes are not requests (the
+    mart summed every usage line's quantity, so polygon showed 31.0000155 requests)."""
+    from billing_pipeline.domain.plans import MeteredCharge, Plan
+    from billing_pipeline.domain.price_models import PerUnit
+    from billing_pipeline.stores.plans import sync_plans
+
+    with psycopg.connect(october) as conn:
+        sync_plans(conn, {"filler": Plan(plan_id="filler", name="Filler", type="METERED", currency="USD", charges=[
+            MeteredCharge(meter="requests", unit="request", price=PerUnit(unit_price=D("0.001"))),
+            MeteredCharge(meter="egress_bytes", unit="GB", price=PerUnit(unit_price=D("0.09")))])})
+    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+    assert all(_build(billing_defs, instance).values())
+    with psycopg.connect(october) as conn:
+        # org_d's 31 requests of 500 bytes: 0.0000155 GB of egress, a line of 0.00
+        assert conn.execute("""SELECT sum(quantity) FROM invoice_lines WHERE invoice_id = 'CTR-D:2026-10:v1'""").fetchone() \
+            == (D("31.0000155"),)
+        chains = conn.execute("""SELECT chain, currency, requests, revenue, customers FROM analytics_marts.revenue_per_chain
+                                 WHERE currency = 'USD' ORDER BY chain""").fetchall()
+    assert chains == [("bsc-mainnet", "USD", 3, D("0.0500"), 1), ("eth-mainnet", "USD", 7, D("0.1100"), 1),
+                      ("polygon-mainnet", "USD", 31, D("0.0300"), 1)]
+
 def test_a_rerun_of_the_month_replaces_its_rows_and_the_preview_shows_in_dagster(october, billing_defs, instance,
                                                                                marts):
     job = billing_defs.resolve_implicit_global_asset_job_def()
