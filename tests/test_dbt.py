@@ -90,6 +90,40 @@ def test_requests_per_chain_are_requests_whatever_else_the_plans_price(october, 
     assert chains == [("bsc-mainnet", "USD", 3, D("0.0500"), 1), ("eth-mainnet", "USD", 7, D("0.1100"), 1),
                       ("polygon-mainnet", "USD", 31, D("0.0300"), 1)]
 
+
+def test_receivables_are_what_issued_invoices_still_have_open_after_their_credit_notes(october, billing_defs,
+                                                                                      instance):
+    """A credit note reduces what the invoice it corrects has open, as Stripe credits an open invoice
+    first (the dispute scenario: 0.50 invoiced, 0.15 credited, Stripe's amount_due 0.35). The mart
+    listed every issued invoice at its full total; one credited in full is not open at all."""
+    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        conn.execute("""UPDATE invoices SET status = 'ISSUED', issued_at = '2026-11-02T09:00:00Z'
+                        WHERE contract_id IN ('CTR-A', 'CTR-C', 'CTR-D')""")
+        # two credit notes with a line each (written as drafts: an issued document's lines are frozen)
+        conn.execute("""INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
+                            kind, corrects_invoice_id, currency, subtotal, tax_rate, tax, total, issue_date, issued_at)
+                        VALUES ('CTR-A:2026-10:v2:credit-note', 'CTR-A', 'org_a', '2026-10-01', '2026-11-01', 2,
+                                'DRAFT', 'CREDIT_NOTE', 'CTR-A:2026-10:v1', 'USD', -0.05, 0, 0, -0.05, '2026-11-01',
+                                '2026-11-05T09:00:00Z'),
+                               ('CTR-D:2026-10:v2:credit-note', 'CTR-D', 'org_d', '2026-10-01', '2026-11-01', 2,
+                                'DRAFT', 'CREDIT_NOTE', 'CTR-D:2026-10:v1', 'USD', -0.03, 0, 0, -0.03, '2026-11-01',
+                                '2026-11-05T09:00:00Z')""")
+        conn.execute("""INSERT INTO invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,
+                            amount, currency)
+                        SELECT i.contract_id || ':2026-10:v2:credit-note', l.line_no, l.charge_id, l.description, 0, 0,
+                               CASE WHEN i.contract_id = 'CTR-A' THEN -0.05 ELSE -0.03 END, l.currency
+                        FROM invoice_lines l JOIN invoices i USING (invoice_id)
+                        WHERE i.invoice_id IN ('CTR-A:2026-10:v1', 'CTR-D:2026-10:v1') AND l.line_no = 1""")
+        conn.execute("UPDATE invoices SET status = 'ISSUED' WHERE kind = 'CREDIT_NOTE'")
+    assert all(_build(billing_defs, instance).values())
+    with psycopg.connect(october) as conn:
+        open_items = conn.execute("""SELECT invoice_id, kind, total, credited, amount_due, issued_on::text, due_on::text
+                                     FROM analytics_marts.invoice_ageing ORDER BY invoice_id""").fetchall()
+    assert open_items == [
+        ("CTR-A:2026-10:v1", "INVOICE", D("0.1600"), D("-0.0500"), D("0.1100"), "2026-11-02", "2026-12-02"),
+        ("CTR-C:2026-10:v1", "INVOICE", D("500.7500"), D(0), D("500.7500"), "2026-11-02", "2026-12-02")]
+
 def test_a_rerun_of_the_month_replaces_its_rows_and_the_preview_shows_in_dagster(october, billing_defs, instance,
                                                                                marts):
     job = billing_defs.resolve_implicit_global_asset_job_def()

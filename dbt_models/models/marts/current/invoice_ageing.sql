@@ -1,12 +1,23 @@
--- Issued documents still unpaid, as of the run: due date (issue + the contract's payment terms)
--- and days overdue, in the usual receivables buckets. Credit notes owe nothing and are left out.
-with open_documents as (
-    select d.invoice_id, d.org_id, c.legal_name, d.kind, d.currency, d.total, d.sink, d.external_number,
+-- Issued documents still unpaid, as of the run: what each still has open, its due date (issue +
+-- the contract's payment terms) and days overdue, in the usual receivables buckets. A credit note
+-- owes nothing: it reduces what the invoice it corrects has open (Stripe credits an open invoice
+-- before anything else; in Parasut the refund offsets the customer's account), and an invoice
+-- credited in full is no longer open. Listing invoices at their full total overstated receivables.
+with credited as (
+    select corrects_invoice_id as invoice_id, sum(total) as credited  -- a credit note's total is negative
+    from {{ ref('stg_invoices') }}
+    where kind = 'CREDIT_NOTE' and status in ('ISSUED', 'PAID')
+    group by 1
+), open_documents as (
+    select d.invoice_id, d.org_id, c.legal_name, d.kind, d.currency, d.total,
+           coalesce(cr.credited, 0) as credited, d.total + coalesce(cr.credited, 0) as amount_due,
+           d.sink, d.external_number,
            coalesce(d.issued_at::date, d.issue_date) as issued_on,
            coalesce(d.issued_at::date, d.issue_date) + coalesce(c.days_until_due, 30) as due_on
     from {{ ref('stg_invoices') }} d
     join {{ ref('stg_contracts') }} c using (contract_id)
-    where d.status = 'ISSUED' and d.kind <> 'CREDIT_NOTE' and d.total > 0
+    left join credited cr using (invoice_id)
+    where d.status = 'ISSUED' and d.kind <> 'CREDIT_NOTE' and d.total + coalesce(cr.credited, 0) > 0
 )
 select *,
        greatest(current_date - due_on, 0) as days_overdue,
