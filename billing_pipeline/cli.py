@@ -78,14 +78,18 @@ def _usage_store():
     return store
 
 
-def _close(db_url: str, period: Period) -> None:
+def _rollup_config(allow_empty_days: bool) -> dict | None:
+    return {"allow_empty_days": True} if allow_empty_days else None
+
+
+def _close(db_url: str, period: Period, allow_empty_days: bool = False) -> None:
     from .close import close_month
     from .instance import get_instance
 
     done = _step(f"closing {period.label} in Dagster (usage_rollups: all {len(period.days())} days and the edge days "
                  "in one run; then fx_snapshot, rated_charges, invoice_drafts and the signed audit_snapshot)")
     with get_instance(db_url) as instance:
-        result = close_month(instance, period)
+        result = close_month(instance, period, rollup_config=_rollup_config(allow_empty_days))
     print(f"   runs {result.rollup_run_id} and {result.billing_run_id}")
     done()
 
@@ -155,16 +159,18 @@ def cmd_issue(args: argparse.Namespace) -> None:
 
 
 def cmd_dispute(args: argparse.Namespace) -> None:
-    from .close import dispute_month
+    from .close import check_dispute_days, dispute_month
     from .instance import get_instance
     from .steps.corrections import month_corrections
 
-    db_url, period = _database(), Period.parse_month(args.month)
+    period = Period.parse_month(args.month)
     days = [date.fromisoformat(d) for d in args.day]
+    check_dispute_days(period, days)  # before anything starts
+    db_url = _database()
     done = _step(f"dispute backfill of {period.label}: usage_rollups for {', '.join(args.day)}, then rated_charges, "
                  "invoice_drafts, the sinks, invoice_corrections and audit_snapshot")
     with get_instance(db_url) as instance:
-        run_ids = dispute_month(instance, period, days)
+        run_ids = dispute_month(instance, period, days, rollup_config=_rollup_config(args.allow_empty_days))
     documents = month_corrections(db_url, period)
     for d in documents:
         print(f"   {d[1].lower().replace('_', ' ')} {d[0]}: {d[6]:,} {d[3].strip()} correcting {d[2]}, {d[7]}"
@@ -296,13 +302,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"    {prefix}{_this_command()} ui        # then open http://127.0.0.1:3000")
 
 
+_EMPTY_DAYS_HELP = ("days with no usage at all really had no traffic (without it such a day stops the rollup as an "
+                    "ingestion gap)")
+
+
 def cmd_close(args: argparse.Namespace) -> None:
     from .summary import format_month_summary
 
     period = Period.parse_month(args.month)
     db_url = _database()
     _usage_store()
-    _close(db_url, period)
+    _close(db_url, period, args.allow_empty_days)
     print(format_month_summary(db_url, period))
 
 
@@ -511,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     close = sub.add_parser("close", help="close a month from the usage already in ClickHouse")
     close.add_argument("--month", default=_last_complete_month())
+    close.add_argument("--allow-empty-days", action="store_true", help=_EMPTY_DAYS_HELP)
     close.set_defaults(func=cmd_close)
     inv = sub.add_parser("invoices", help="print a month's invoice drafts")
     inv.add_argument("--month", default=_last_complete_month())
@@ -522,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "supplementary invoices for what changed")
     dispute.add_argument("--month", required=True)
     dispute.add_argument("--day", action="append", required=True, type=_day, help="a disputed day, YYYY-MM-DD (repeatable)")
+    dispute.add_argument("--allow-empty-days", action="store_true", help=_EMPTY_DAYS_HELP)
     dispute.set_defaults(func=cmd_dispute)
 
     fx = sub.add_parser("fx", help="exchange rates").add_subparsers(dest="fx_command", required=True)

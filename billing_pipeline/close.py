@@ -72,6 +72,10 @@ def rollup_days(period: Period) -> list[date]:
     return [period.start - timedelta(days=1), *period.days(), period.end]
 
 
+def _rollup_run_config(rollup_config: dict | None) -> dict:
+    return dict(_QUIET, ops={"usage_rollups": {"config": rollup_config}}) if rollup_config else _QUIET
+
+
 def check_closable(period: Period) -> None:
     """A month can be closed once it has ended everywhere: its monthly partition exists and so
     does the daily partition of the next month's first day."""
@@ -88,13 +92,12 @@ def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dic
     check_closable(period)
     job = (definitions or defs).resolve_implicit_global_asset_job_def()
     days = [d for d in rollup_days(period) if d.isoformat() >= BILLING_START_DATE]
-    rollup_run_config = dict(_QUIET, ops={"usage_rollups": {"config": rollup_config}}) if rollup_config else _QUIET
     rollups = job.execute_in_process(
         instance=instance,
         asset_selection=[usage_rollups.key],
         tags={ASSET_PARTITION_RANGE_START_TAG: days[0].isoformat(),
               ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat()},
-        run_config=rollup_run_config,
+        run_config=_rollup_run_config(rollup_config),
         raise_on_error=False,
     )
     _raise_if_failed(rollups, f"usage_rollups {days[0]}..{days[-1]}")
@@ -136,22 +139,28 @@ def _day_ranges(days: list[date]) -> list[tuple[date, date]]:
 DISPUTE_MONTH_ASSETS = [rated_charges.key, invoice_drafts.key, *SINKS, invoice_corrections.key, audit_snapshot.key]
 
 
+def check_dispute_days(period: Period, days: list[date]) -> None:
+    """A dispute re-runs days of the month or its edge days, and at least one."""
+    outside = [d for d in days if d not in rollup_days(period)]
+    if not days or outside:
+        raise BillingError(f"dispute {period.label}: give days of the month (or its edge days); "
+                           f"not in it: {', '.join(d.isoformat() for d in outside) or 'none given'}")
+
+
 def dispute_month(instance: dg.DagsterInstance, period: Period, days: list[date],
-                  definitions: dg.Definitions | None = None) -> list[str]:
+                  definitions: dg.Definitions | None = None, rollup_config: dict | None = None) -> list[str]:
     """The dispute backfill, as the UI's "these days and everything downstream" runs it: the days'
     usage_rollups again (each contiguous range in one run), then the month's rated_charges,
     invoice_drafts, the sinks (which issue nothing twice), invoice_corrections (credit notes and
     supplementary invoices for what changed) and a new audit_snapshot. Returns the run ids."""
     check_closable(period)
-    outside = [d for d in days if d not in rollup_days(period)]
-    if not days or outside:
-        raise BillingError(f"dispute {period.label}: give days of the month (or its edge days); "
-                           f"not in it: {', '.join(d.isoformat() for d in outside) or 'none given'}")
+    check_dispute_days(period, days)
     job = (definitions or defs).resolve_implicit_global_asset_job_def()
     run_ids = []
     for first, last in _day_ranges(days):
         result = job.execute_in_process(
-            instance=instance, asset_selection=[usage_rollups.key], run_config=_QUIET, raise_on_error=False,
+            instance=instance, asset_selection=[usage_rollups.key], run_config=_rollup_run_config(rollup_config),
+            raise_on_error=False,
             tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()})
         _raise_if_failed(result, f"usage_rollups {first}..{last}")
         run_ids.append(result.run_id)

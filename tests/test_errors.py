@@ -65,10 +65,24 @@ def test_cli_unreachable_clickhouse(tmp_path, db_url):
     assert_one_clear_line(result, "BILLING_CLICKHOUSE_URL='http://127.0.0.1:1'", "Connection refused")
 
 
-def test_cli_month_without_usage_names_the_partitions(tmp_path, db_url):
+def test_cli_month_without_usage_names_the_partitions_and_the_way_to_close_it_anyway(tmp_path, db_url):
     result = run_cli("close", "--month", "2026-10", tmp_path=tmp_path, env_overrides={"BILLING_DATABASE_URL": db_url})
     assert_one_clear_line(result, "requests_raw has no rows for 33 day(s): 2026-09-30, 2026-10-01",
-                          "usage_rollups partition(s) 2026-09-30 ...")
+                          "usage_rollups partition(s) 2026-09-30 ...", "billing close or billing dispute with "
+                          "--allow-empty-days")
+    # the advice works from the command line (it used to name only the UI's run config)
+    result = run_cli("close", "--month", "2026-10", "--allow-empty-days", tmp_path=tmp_path,
+                     env_overrides={"BILLING_DATABASE_URL": db_url})
+    assert result.returncode == 0, result.stderr
+    assert "Billing month 2026-10: 0 invoice drafts from 0 requests (0 raw rows" in result.stdout
+    assert "31 days rolled up" in result.stdout  # the month's (and its two edge days, not counted here)
+
+
+def test_cli_dispute_of_days_outside_the_month_is_refused_before_anything_runs(tmp_path):
+    result = run_cli("dispute", "--month", "2026-10", "--day", "2026-10-31", "--day", "2026-11-15",
+                     env_overrides={"BILLING_DATABASE_URL": "postgresql://x@127.0.0.1:1/never_reached"}, tmp_path=tmp_path)
+    assert_one_clear_line(result, "dispute 2026-10: give days of the month (or its edge days); not in it: 2026-11-15")
+    assert result.stdout == ""  # no database reached, no backfill announced
 
 
 def test_cli_month_that_has_not_ended(tmp_path):

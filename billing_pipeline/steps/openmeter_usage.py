@@ -22,7 +22,7 @@ from ..domain.chains import known_chains
 from ..errors import BillingError, MissingDataError
 from ..stores.meter_sql import MeterSet
 from ..stores.openmeter import OpenMeterClient
-from .usage_rows import QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary, rollup_schema
+from .usage_rows import EMPTY_DAYS_HINT, QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary, rollup_schema
 from .usage_tables import write_rollups
 
 GROUP_BY = ["project_id", "chain"]
@@ -74,7 +74,8 @@ def collect_from_openmeter(client: OpenMeterClient, meters: MeterSet, start: dat
     if empty and not allow_empty_days:
         raise MissingDataError(f"OpenMeter has no usage for {len(empty)} day(s): "
                                f"{', '.join(d.isoformat() for d in empty[:10])} (usage_rollups partition(s) "
-                               f"{empty[0].isoformat()}{'' if len(empty) == 1 else ' ...'})")
+                               f"{empty[0].isoformat()}{'' if len(empty) == 1 else ' ...'}); was ingestion down? "
+                               f"Reload those days, or, if they really had no traffic, {EMPTY_DAYS_HINT}")
     quarantine_schema = pa.schema([("day", pa.date32()), ("reason", pa.string()), ("org_id", pa.string()),
                                    ("project_id", pa.string()), ("chain", pa.string()), ("raw_rows", pa.int64())])
     spec = json.dumps({"url": client.url, "meters": [m.slug for m in meters.meters], "groupBy": GROUP_BY,

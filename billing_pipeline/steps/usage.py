@@ -21,7 +21,7 @@ from ..stores.meter_sql import MeterSet
 from ..stores.postgres import transaction
 from .usage_chunks import days_between, give_back_memory, plan_chunks, prefetched, window_is_oversized
 from .usage_copies import copy_key_passes, duplicates_sql, query_duplicates, subtract_duplicates
-from .usage_rows import QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary
+from .usage_rows import EMPTY_DAYS_HINT, QUARANTINE_COLUMNS, CollectedUsage, DayTotals, RollupSummary
 from .usage_tables import write_rollups
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _check_no_missing_days(expected: list[date], present: set[date]) -> None:
         raise MissingDataError(
             f"requests_raw has no rows for {len(missing)} day(s): {shown} (usage_rollups partition(s) "
             f"{missing[0].isoformat()}{'' if len(missing) == 1 else ' ...'}); was ingestion down? Reload those days, "
-            "or run with allow_empty_days: true if the days really had no traffic"
+            f"or, if they really had no traffic, {EMPTY_DAYS_HINT}"
         )
 
 

@@ -9,6 +9,10 @@ import pyarrow as pa
 
 from ..stores.meter_sql import MeterSet
 
+# How an operator tells a rollup that days without usage are real, wherever it runs.
+EMPTY_DAYS_HINT = ("run with allow_empty_days: true (in the UI, usage_rollups' run config; from the command line, "
+                   "billing close or billing dispute with --allow-empty-days)")
+
 ROLLUP_SCHEMA = pa.schema([
     ("day", pa.date32()),
     ("org_id", pa.string()),
