@@ -253,8 +253,10 @@ def cmd_evidence(args: argparse.Namespace) -> None:
         _raise_if_failed(result, f"export_evidence {args.contract}")
     observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
     meta = observation.event_specific_data.asset_observation.metadata
-    print(f"{meta['requests'].value} requests of {args.contract} from {args.from_date} to {args.to_date} (exclusive), "
-          f"signed: {meta['location'].value}  (run {result.run_id})")
+    unbilled = meta["unbilled_rows"].value
+    print(f"{meta['requests'].value} requests billed to {args.contract} from {args.from_date} to {args.to_date} "
+          f"(exclusive)" + (f", and {unbilled} rows served but not billed (quarantined)" if unbilled else "")
+          + f", signed: {meta['location'].value}  (run {result.run_id})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -453,8 +455,9 @@ def _audit_verify(args: argparse.Namespace, objects: dict, versions: dict[str, s
         print(f"FAIL {problem}")
     if not problems and check.manifest.get("kind") == "evidence":
         m = check.manifest
-        print(f"evidence OK: {m['contract_id']} ({m['org_id']}) {m['from']} .. {m['to']}, {m['requests']:,} requests, "
-              f"{len(m['files'])} files, signature valid")
+        unbilled = f" (and {m['unbilled_rows']:,} rows not billed)" if m.get("unbilled_rows") else ""
+        print(f"evidence OK: {m['contract_id']} ({m['org_id']}) {m['from']} .. {m['to']}, {m['requests']:,} requests"
+              f"{unbilled}, {len(m['files'])} files, signature valid")
     elif not problems:
         m = check.manifest
         print(f"snapshot OK: {m['month']}, {len(m['files'])} files, {m['invoice_lines']:,} invoice lines, "

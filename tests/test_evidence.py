@@ -8,6 +8,8 @@ import io
 import subprocess
 import sys
 
+import psycopg
+
 from billing_pipeline.domain.audit import MANIFEST, PUBLIC_KEY, verify_snapshot
 from billing_pipeline.jobs.evidence import export_evidence_job
 from billing_pipeline.resources import BillingDatabase, ClickHouseResource
@@ -27,15 +29,19 @@ def test_evidence_for_october_is_what_was_billed_signed_and_locked(october, chdb
     bucket = AuditBucket("evidence-test", s3_endpoint)
     objects, versions = bucket.download("evidence/CTR-A/2026-10-01_2026-11-01")
     check = verify_snapshot(objects, objects[PUBLIC_KEY])
-    assert check.ok and check.manifest["kind"] == "evidence" and check.manifest["requests"] == 11
+    assert check.ok and check.manifest["kind"] == "evidence"
+    assert (check.manifest["requests"], check.manifest["unbilled_rows"]) == (10, 1)
     rows = list(csv.DictReader(io.StringIO(objects["requests.csv"].decode())))
-    # a1-a7 (a1 and a2 re-delivered: once each), b1 at 23:59:59.999, b2, b3 and q2 (an unknown chain,
-    # served but not billed); b5's first copy was on 30 September, b4 is November's
-    assert sorted(r["request_id"] for r in rows) == ["a1", "a2", "a3", "a4", "a5", "a6", "a7", "b1", "b2", "b3", "q2"]
+    # billed, as the rollups bill CTR-A: a1-a7 (a1 and a2 re-delivered: once each), b1 at
+    # 23:59:59.999, b2, b3 (b5's first copy was on 30 September, b4 is November's); and q2, on an
+    # unknown chain: served, quarantined, not billed
+    assert sorted((r["request_id"], r["billed"]) for r in rows) == [
+        *[(f"a{i}", "true") for i in range(1, 8)], ("b1", "true"), ("b2", "true"), ("b3", "true"), ("q2", "false")]
     assert {r["source_ip"] for r in rows} == {"203.0.113.7"}
     assert rows[-1]["request_id"] == "b1" and rows[-1]["timestamp"].startswith("2026-10-31 23:59:59.999")
-    assert objects["daily_totals.csv"].decode().splitlines()[1:] == [
-        '"2026-10-05",7', '"2026-10-09",1', '"2026-10-10",2', '"2026-10-31",1']
+    assert objects["daily_totals.csv"].decode().splitlines() == [
+        '"day","requests","unbilled_rows"', '"2026-10-05",7,0', '"2026-10-09",0,1', '"2026-10-10",2,0',
+        '"2026-10-31",1,0']
 
     # verifiable offline, as a directory, with the product's command
     folder = tmp_path / "evidence"
@@ -45,7 +51,49 @@ def test_evidence_for_october_is_what_was_billed_signed_and_locked(october, chdb
     out = subprocess.run([sys.executable, "-m", "billing_pipeline.cli", "audit", "verify", str(folder), "--public-key",
                           str(signing_key)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "evidence OK: CTR-A (org_a) 2026-10-01T00:00:00+00:00 .. 2026-11-01T00:00:00+00:00, 11 requests" in out.stdout
+    assert ("evidence OK: CTR-A (org_a) 2026-10-01T00:00:00+00:00 .. 2026-11-01T00:00:00+00:00, 10 requests "
+            "(and 1 rows not billed)") in out.stdout
     tampered = objects["requests.csv"].replace(b"203.0.113.7", b"203.0.113.8", 1)
     assert not verify_snapshot({**objects, "requests.csv": tampered}, objects[PUBLIC_KEY]).ok
     assert MANIFEST in objects and len(versions) == 5
+
+
+def test_the_billed_requests_of_the_evidence_are_the_rollups_day_by_day(october, usage_store):
+    """A request first delivered on an unknown chain (quarantined) and again on a known one is
+    billed once, by its billable copy: the evidence listed only the first delivery, so the billed
+    request was missing from the proof (and an unknown chain's row counted as delivered). Copies at
+    the same instant are decided by the rollups' tuple in both (e2: the first project)."""
+    from datetime import date, datetime, timedelta, timezone
+
+    import pyarrow as pa
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from billing_pipeline.steps.evidence import export_evidence
+    from billing_pipeline.steps.usage import roll_up_usage
+    from month_fixture import _row, october_events, ts
+
+    usage_store.insert_arrow("requests_raw", pa.Table.from_pylist([
+        _row(ts(2026, 10, 12, 10), "e1", "org_a", "prj_a1", "dogecoin-mainnet"),
+        _row(ts(2026, 10, 12, 10, 0, 1), "e1", "org_a", "prj_a1", "eth-mainnet"),
+        _row(ts(2026, 10, 13, 10), "e2", "org_a", "prj_a1", "eth-mainnet", method="eth_getLogs"),
+        _row(ts(2026, 10, 13, 10), "e2", "org_a", "prj_a2", "eth-mainnet", method="eth_call")],
+        schema=october_events().schema))
+    start = datetime(2026, 9, 30, tzinfo=timezone.utc)
+    roll_up_usage(usage_store, october, start, start + timedelta(days=33))
+    with psycopg.connect(october) as conn:
+        billed = conn.execute("""SELECT day::text, project_id, chain, sum(requests)::int FROM usage_rollups
+                                 WHERE org_id = 'org_a' AND day >= '2026-10-01' AND day < '2026-11-01'
+                                 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""").fetchall()
+    evidence = export_evidence(usage_store, october, "CTR-A", date(2026, 10, 1), date(2026, 11, 1),
+                               Ed25519PrivateKey.generate())
+    rows = list(csv.DictReader(io.StringIO(evidence.objects["requests.csv"].decode())))
+    per_day: dict[tuple, int] = {}
+    for r in rows:
+        if r["billed"] == "true":
+            key = (r["timestamp"][:10], r["project_id"], r["chain"])
+            per_day[key] = per_day.get(key, 0) + 1
+    assert sorted((*key, n) for key, n in per_day.items()) == billed
+    assert ("2026-10-12", "prj_a1", "eth-mainnet", 1) in billed and ("2026-10-13", "prj_a1", "eth-mainnet", 1) in billed
+    assert [(r["request_id"], r["chain"], r["billed"]) for r in rows if r["request_id"].startswith("e")] == [
+        ("e1", "dogecoin-mainnet", "false"), ("e1", "eth-mainnet", "true"), ("e2", "eth-mainnet", "true")]
+    assert (evidence.requests, evidence.unbilled_rows) == (12, 2)  # q2 and e1's first delivery

@@ -36,10 +36,11 @@ def export_contract_evidence(context: dg.OpExecutionContext, config: EvidenceReq
         for name, data in evidence.objects.items():
             (copy / name).write_bytes(data)
         location = f"{location} (embedded moto, not kept; copy in {copy})"
-    context.log.info(f"evidence for {config.contract_id}: {evidence.requests} requests at {location}")
+    context.log.info(f"evidence for {config.contract_id}: {evidence.requests} requests billed and "
+                     f"{evidence.unbilled_rows} rows served but not billed, at {location}")
     context.log_event(dg.AssetObservation(asset_key="requests_raw", metadata={
         "evidence_for": config.contract_id, "range": f"{config.from_date}..{config.to_date}",
-        "requests": evidence.requests, "location": location,
+        "requests": evidence.requests, "unbilled_rows": evidence.unbilled_rows, "location": location,
         "objects": dg.MetadataValue.json({name: versions[name] for name in sorted(versions)})}))
 
 

@@ -1,5 +1,7 @@
 """Evidence for an enterprise dispute: the contract's raw requests (timestamps, source addresses)
-for a date range, exported from ClickHouse, signed like the audit snapshots, stored locked in S3."""
+for a date range, exported from ClickHouse, signed like the audit snapshots, stored locked in S3.
+Each row says whether it is billed: the billed ones are exactly what the rollups bill (deduplicated
+the same way), the others were served but quarantined (an unknown chain, a malformed row)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pyarrow.csv as pacsv
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..domain.audit import build_evidence
+from ..domain.chains import known_chains
 from ..errors import BillingError
 from ..stores.clickhouse import UsageStore, sql_text
 from ..stores.postgres import connect
@@ -26,7 +29,8 @@ class Evidence:
     org_id: str
     start: date
     end: date  # exclusive
-    requests: int
+    requests: int  # billed, as the rollups bill them
+    unbilled_rows: int  # served but not billable (quarantined by the rollups)
     objects: dict[str, bytes]
 
     @property
@@ -55,12 +59,17 @@ def export_evidence(store: UsageStore, db_url: str, contract_id: str, start: dat
     upper = datetime.combine(end, time(), timezone.utc)
     upper = min(upper, contract_end) if contract_end else upper
     table = store.query_arrow(sql_text("evidence_requests"), {"org_id": org_id, "start": lower, "end": upper,
-                                                              "lookback_start": lower - timedelta(hours=24)})
+                                                              "lookback_start": lower - timedelta(hours=24),
+                                                              "known_chains": list(known_chains())})
+    billed = table.column("billed").cast(pa.int64()) if table.num_rows else pa.array([], pa.int64())
     days = pc.strftime(table.column("timestamp"), format="%Y-%m-%d") if table.num_rows else pa.array([], pa.string())
-    daily = pa.table({"day": days, "requests": pa.array([1] * table.num_rows, pa.int64())}) \
-        .group_by("day").aggregate([("requests", "sum")]).rename_columns(["day", "requests"]).sort_by("day")
+    # per day: the requests the rollups bill, and the rows served but not billed (quarantined)
+    daily = pa.table({"day": days, "requests": billed, "unbilled_rows": pc.subtract(1, billed)}) \
+        .group_by("day").aggregate([("requests", "sum"), ("unbilled_rows", "sum")]) \
+        .rename_columns(["day", "requests", "unbilled_rows"]).sort_by("day")
+    requests = pc.sum(billed).as_py() or 0
     subject = {"contract_id": contract_id, "org_id": org_id, "from": lower.isoformat(), "to": upper.isoformat(),
-               "requests": table.num_rows}
+               "requests": requests, "unbilled_rows": table.num_rows - requests}
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     objects = build_evidence(subject, created, {REQUESTS: _csv(table), DAILY: _csv(daily)}, key)
-    return Evidence(contract_id, org_id, start, end, table.num_rows, objects)
+    return Evidence(contract_id, org_id, start, end, requests, table.num_rows - requests, objects)
