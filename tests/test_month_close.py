@@ -194,3 +194,28 @@ def test_quarantine_and_unrated_usage_turn_checks_red(october, billing_defs, ins
     assert check("rated_charges", "all_usage_rated") == (False, {"unrated_requests": 4, "orgs": "org_x"})
     assert check("rated_charges", "usage_within_soft_caps")[0] is True
     assert check("rated_charges", "usage_within_hard_caps")[0] is True
+
+
+def test_drafts_add_up_only_when_every_line_is_its_rated_charge_rounded_once(october, billing_defs, instance):
+    """The blocking drafts_add_up check compared each draft with itself (lines, subtotal, tax,
+    total); a line that no longer matched its rated charge, or a charge on no line, passed as long
+    as the draft's own sums agreed. Now each contract's current version is matched to the month's
+    rated charges, one line per charge, rounded once."""
+    from billing_pipeline.steps.invoicing import draft_problems
+
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    assert draft_problems(october, OCTOBER) == []
+    with psycopg.connect(october) as conn:
+        # CTR-A line 1 (bsc: 0.045 -> 0.05) moved to 0.06, and CTR-D's only line dropped, each draft
+        # kept adding up on its own
+        conn.execute("UPDATE invoice_lines SET amount = 0.06 WHERE invoice_id = 'CTR-A:2026-10:v1' AND line_no = 1")
+        conn.execute("""UPDATE invoices SET subtotal = subtotal + 0.01, total = total + 0.01
+                        WHERE invoice_id = 'CTR-A:2026-10:v1'""")
+        charge = conn.execute("SELECT charge_id FROM invoice_lines WHERE invoice_id = 'CTR-D:2026-10:v1'").fetchone()[0]
+        conn.execute("DELETE FROM invoice_lines WHERE invoice_id = 'CTR-D:2026-10:v1'")
+        conn.execute("UPDATE invoices SET subtotal = 0, total = 0 WHERE invoice_id = 'CTR-D:2026-10:v1'")
+        a_charge = conn.execute("SELECT charge_id FROM invoice_lines WHERE invoice_id = 'CTR-A:2026-10:v1' "
+                                "AND line_no = 1").fetchone()[0]
+    assert draft_problems(october, OCTOBER) == [
+        ("CTR-A:2026-10:v1", f"line 1 is 0.0600, its rated charge {a_charge} rounds to 0.05"),
+        ("CTR-D:2026-10:v1", f"rated charge {charge} is on no line")]

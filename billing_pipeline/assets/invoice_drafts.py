@@ -24,8 +24,9 @@ from .reporting import failures_as_messages, markdown_table, money_text
     check_specs=[dg.AssetCheckSpec(
         "drafts_add_up", asset="invoice_drafts", blocking=True,
         description="Every draft's lines sum to its subtotal, its total is subtotal + tax - credits and not negative, "
-                    "and each contract has one current draft for the month. Blocking: no sink issues a month "
-                    "that fails it."),
+                    "each contract has one current draft for the month, and each contract's current version has "
+                    "one line per rated charge of the month, rounded once from it. Blocking: no sink issues a "
+                    "month that fails it."),
         dg.AssetCheckSpec(
             "lira_lines_match_rate", asset="invoice_drafts", blocking=True,
             description="Each lira line equals its source line times the month's TCMB rate, rounded to the kurus.")],

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Iterator
 
 from ..domain.invoicing import LIRA, Conversion, InvoiceDraft, draft_invoice
+from ..domain.money import MINOR_UNITS
 from ..domain.periods import Period
 from ..domain.terms import ContractTerms, RatedCharge
 from ..errors import BillingError, MissingDataError
@@ -235,10 +236,26 @@ def _fx_columns(draft: InvoiceDraft) -> tuple:
 
 
 def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
-    """What is wrong with the month's drafts, as (invoice, problem); empty when they add up."""
+    """What is wrong with the month's drafts, as (invoice, problem); empty when they add up: each
+    draft's lines, subtotal, tax and total agree; and each contract's current version (its latest,
+    draft or issued) has one line per rated charge of the month, rounded once from it."""
     with connect(db_url) as conn:
         return conn.execute(
-            """WITH sums AS (
+            """WITH minor (currency, units) AS (SELECT * FROM unnest(%(currencies)s::text[], %(units)s::int[])),
+               current_version AS (
+                   SELECT DISTINCT ON (contract_id) invoice_id, contract_id FROM invoices
+                   WHERE period_start = %(start)s AND kind = 'INVOICE' AND status <> 'VOID'
+                   ORDER BY contract_id, version DESC),
+               lines AS (
+                   SELECT v.invoice_id, v.contract_id, l.line_no, l.charge_id,
+                          coalesce(l.source_amount, l.amount) AS amount  -- a lira line: its source line
+                   FROM current_version v JOIN invoice_lines l USING (invoice_id)),
+               charges AS (
+                   SELECT r.charge_id, r.contract_id, round(r.amount, m.units) AS rounded
+                   FROM rated_charges r JOIN current_version v USING (contract_id)
+                   LEFT JOIN minor m ON m.currency = r.currency
+                   WHERE r.period_start = %(start)s),
+               sums AS (
                    SELECT i.invoice_id, i.contract_id, i.kind, i.subtotal, i.tax, i.credits_applied, i.total,
                           coalesce(sum(l.amount), 0) AS line_sum
                    FROM invoices i LEFT JOIN invoice_lines l USING (invoice_id)
@@ -256,4 +273,14 @@ def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
                    FROM rated_charges r WHERE r.period_start = %(start)s AND NOT EXISTS (
                        SELECT 1 FROM invoices i WHERE i.contract_id = r.contract_id
                        AND i.period_start = r.period_start AND i.kind = 'INVOICE' AND i.status <> 'VOID')
-               ORDER BY 1, 2""", {"start": period.start}).fetchall()
+               UNION ALL SELECT coalesce(l.invoice_id, v.invoice_id), CASE
+                       WHEN l.charge_id IS NULL THEN format('rated charge %%s is on no line', c.charge_id)
+                       WHEN c.charge_id IS NULL THEN format('line %%s names charge %%s, which the month did not rate',
+                                                            l.line_no, l.charge_id)
+                       ELSE format('line %%s is %%s, its rated charge %%s rounds to %%s', l.line_no, l.amount,
+                                   c.charge_id, c.rounded) END
+                   FROM lines l FULL JOIN charges c ON c.charge_id = l.charge_id AND c.contract_id = l.contract_id
+                   LEFT JOIN current_version v ON v.contract_id = c.contract_id
+                   WHERE l.charge_id IS NULL OR c.charge_id IS NULL OR c.rounded IS DISTINCT FROM l.amount
+               ORDER BY 1, 2""", {"start": period.start, "currencies": list(MINOR_UNITS),
+                                  "units": list(MINOR_UNITS.values())}).fetchall()
