@@ -5,7 +5,8 @@ Rounding policy (also in the README):
 - a rated charge keeps its unrounded amount (quantity x unit price, exact);
 - each invoice line is rounded once, half-up (away from zero on a tie), to the minor unit;
 - the invoice subtotal is the sum of the rounded lines, tax is rounded half-up once on the
-  subtotal, and the total is subtotal + tax. No amount is ever rounded twice.
+  subtotal (Turkish KDV: once per line, as the e-invoice does; domain/invoicing.py), and the
+  total is subtotal + tax. No amount is ever rounded twice.
 """
 
 from __future__ import annotations
