@@ -46,9 +46,11 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
     assert s3.get_object_lock_configuration(Bucket="audit-test")["ObjectLockConfiguration"]["ObjectLockEnabled"] \
         == "Enabled"
     names = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="audit-test", Prefix=PREFIX)["Contents"])
-    assert names == [f"{PREFIX}/{n}" for n in ["contracts.csv", "fx_rates.csv", "fx_snapshots.csv", "invoice_lines.csv", "invoices.csv",
-                                              "manifest.json", "manifest.sig", "public_key.pem",
-                                              "rated_charges.csv", "source_totals.csv", "usage_rollups.csv"]]
+    assert names == [f"{PREFIX}/{n}" for n in [
+        "contract_amendments.csv", "contract_discounts.csv", "contracts.csv", "credit_grants.csv", "fx_rates.csv",
+        "fx_snapshots.csv", "invoice_lines.csv", "invoices.csv", "manifest.json", "manifest.sig", "plans.csv",
+        "public_key.pem", "rated_charges.csv", "source_totals.csv", "usage_before_local_midnight.csv",
+        "usage_rollups.csv"]]
     head = s3.head_object(Bucket="audit-test", Key=f"{PREFIX}/manifest.json")
     assert head["ObjectLockMode"] == "COMPLIANCE"
     assert head["ObjectLockRetainUntilDate"].year >= 2036  # ten years
@@ -58,14 +60,14 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
     ok = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
                     "--prove-line", "CTR-A:2026-10:v1#2", db_url=snapshot, endpoint=s3_endpoint)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "snapshot OK: 2026-10, 8 files, 9 invoice lines" in ok.stdout
+    assert "snapshot OK: 2026-10, 13 files, 9 invoice lines" in ok.stdout
     assert "line: CTR-A:2026-10:v1,2," in ok.stdout and "proof leads to merkle root" in ok.stdout
 
     with psycopg.connect(snapshot) as conn:
         assert verify(conn).ok
         accounts = [r[0] for r in conn.execute(
             "SELECT account FROM ledger WHERE event = 'AUDIT_SNAPSHOT' ORDER BY entry_id")]
-    assert len(accounts) == 12 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"
+    assert len(accounts) == 17 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"  # 16 objects and the location
     assert any(a.startswith("audit:manifest.json@") for a in accounts)
 
 
@@ -198,3 +200,52 @@ def test_two_snapshots_of_the_month_at_once_leave_the_set_the_ledger_recorded(sn
         checked = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
                              db_url=snapshot, endpoint=s3_endpoint)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_auditor_recomputes_every_rated_charge_from_the_snapshot_alone(snapshot, s3_endpoint):
+    """The snapshot held the rollups' counters but not the meters plans price (compute units), nor
+    the plans, nor the contracts' terms (timezone, overridden price, commitment): an auditor could
+    check hashes, not charges. From its files alone (and the product's open rating code), every
+    rated charge of the month is recomputed to the digit, and each plan's hash checks."""
+    import csv
+    import io
+    import json
+    from datetime import datetime
+    from decimal import Decimal
+
+    from billing_pipeline.domain.meters import load_meters
+    from billing_pipeline.domain.plans import Plan
+    from billing_pipeline.domain.rating import rate_contract_month
+    from billing_pipeline.domain.terms import ContractTerms
+
+    objects, _ = AuditBucket("audit-test", s3_endpoint).download(PREFIX)
+
+    def rows(name):
+        return list(csv.DictReader(io.StringIO(objects[name].decode())))
+
+    def decimal(text):
+        return Decimal(text) if text else None
+
+    plans = {}
+    for r in rows("plans.csv"):
+        canonical = json.dumps(json.loads(r["definition"]), sort_keys=True, separators=(",", ":"))
+        assert hashlib.sha256(canonical.encode()).hexdigest() == r["definition_sha256"]
+        plans[r["plan_id"]] = Plan.model_validate_json(r["definition"])
+    additive = [m for m in load_meters() if m.additive]
+    usage_rows = [r for r in rows("usage_rollups.csv") if "2026-10-01" <= r["day"] < "2026-11-01"]
+    assert {r["day"] for r in rows("usage_rollups.csv")} >= {"2026-09-30", "2026-11-01"}  # the edge days too
+    period = Period.parse_month("2026-10")
+    recomputed = {}
+    for c in rows("contracts.csv"):
+        assert c["timezone"] == "UTC" and c["auto_renew"] == "f"  # the fixture's: its month is its UTC days
+        terms = ContractTerms(c["contract_id"], c["org_id"], c["region"], c["currency"].strip(), plans[c["plan_id"]],
+                              datetime.fromisoformat(c["start_at"]), None, c["timezone"], decimal(c["price_fixed"]),
+                              decimal(c["minimum_commitment"]))
+        usage = {}
+        for r in (r for r in usage_rows if r["org_id"] == c["org_id"]):
+            for m in additive:
+                usage[(m.slug, r["chain"])] = usage.get((m.slug, r["chain"]), 0) + int(r[m.column])
+        for charge in rate_contract_month(terms, usage, period).charges:
+            recomputed[charge.charge_id] = charge.amount
+    rated = {r["charge_id"]: Decimal(r["amount"]) for r in rows("rated_charges.csv")}
+    assert recomputed == rated and len(rated) == 9

@@ -6,7 +6,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -25,14 +25,21 @@ from ..stores.postgres import partition_lock_held, transaction
 SIGNING_KEY_ENV = "BILLING_AUDIT_SIGNING_KEY"  # PEM text of an Ed25519 private key
 SIGNING_KEY_FILE_ENV = "BILLING_AUDIT_SIGNING_KEY_FILE"
 
-# name -> query over the month (%(start)s, %(end)s); ORDER BY makes each export byte-stable.
+# name -> query over the month (%(start)s, %(end)s; %(first_day)s, %(end_day)s: the days rating reads,
+# the month and one day on each side); ORDER BY makes each export byte-stable. The snapshot holds
+# what an auditor needs to recompute every charge without our database: the usage with every meter
+# (and, for customers billed in other timezones, the part of each UTC day before their midnight),
+# the plans' definitions, the contracts' terms, amendments, discounts and prepaid credit.
+# {usage_columns} / {before_columns}: the tables' columns, meters included (added as declared).
 EXPORTS = {
-    "usage_rollups.csv": """SELECT day, org_id, project_id, chain, requests, successful_requests, error_requests,
-                                   bytes_out FROM usage_rollups WHERE day >= %(start)s AND day < %(end)s
-                            ORDER BY day, org_id, project_id, chain""",
+    "usage_rollups.csv": """SELECT {usage_columns} FROM usage_rollups
+                            WHERE day >= %(first_day)s AND day < %(end_day)s ORDER BY day, org_id, project_id, chain""",
+    "usage_before_local_midnight.csv": """SELECT {before_columns} FROM usage_before_local_midnight
+                                          WHERE day >= %(first_day)s AND day < %(end_day)s
+                                          ORDER BY day, org_id, project_id, chain""",
     "source_totals.csv": """SELECT day, raw_rows, duplicate_rows, quarantined_rows, requests, bytes_out, source_engine,
-                                   source_query_sha256 FROM usage_rollup_days WHERE day >= %(start)s AND day < %(end)s
-                            ORDER BY day""",
+                                   source_query_sha256 FROM usage_rollup_days
+                            WHERE day >= %(first_day)s AND day < %(end_day)s ORDER BY day""",
     "rated_charges.csv": """SELECT charge_id, contract_id, position, kind, chain, meter, description, quantity,
                                    unit_price, amount, currency, details::text FROM rated_charges
                             WHERE period_start = %(start)s ORDER BY contract_id, position""",
@@ -53,9 +60,38 @@ EXPORTS = {
                             FROM invoice_lines l JOIN invoices i USING (invoice_id)
                             WHERE i.period_start = %(start)s ORDER BY l.invoice_id, l.line_no""",
     "contracts.csv": """SELECT contract_id, org_id, plan_id, contract_type, currency, region, start_at, end_at,
-                               signed_doc_url, signed_doc_sha256 FROM contracts
-                        WHERE start_at < %(end)s ORDER BY contract_id""",
+                               auto_renew, billing_cycle, timezone, price_fixed, minimum_commitment, vat_rate,
+                               days_until_due, collection_method, custom_terms::text, signed_doc_url, signed_doc_sha256
+                        FROM contracts WHERE start_at < %(end)s ORDER BY contract_id""",
+    "plans.csv": """SELECT plan_id, name, plan_type, currency, billing_cycle, base_price, definition::text,
+                           definition_sha256, updated_at FROM plans ORDER BY plan_id""",
+    "contract_amendments.csv": """SELECT contract_id, effective_from, plan_id, price_fixed, minimum_commitment, reason,
+                                         signed_doc_sha256 FROM contract_amendments
+                                  WHERE effective_from < %(end)s ORDER BY contract_id, effective_from""",
+    "contract_discounts.csv": """SELECT contract_id, discount_id, kind, value, applies_to, valid_from, valid_to,
+                                        description FROM contract_discounts
+                                 WHERE valid_from < %(end)s ORDER BY contract_id, discount_id""",
+    "credit_grants.csv": """SELECT grant_id, contract_id, amount, currency, granted_on, description FROM credit_grants
+                            WHERE granted_on < %(end)s ORDER BY grant_id""",
 }
+
+
+def _columns(conn, table: str) -> sql.Composed:
+    """Every column of ``table`` in its order: the meters' columns are added as they are declared."""
+    names = [r[0] for r in conn.execute(
+        """SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
+           ORDER BY attnum""", (table,))]
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _export_query(conn, name: str) -> sql.Composed:
+    return sql.SQL(EXPORTS[name]).format(usage_columns=_columns(conn, "usage_rollups"),
+                                         before_columns=_columns(conn, "usage_before_local_midnight"))
+
+
+def _parameters(period: Period) -> dict:
+    return {"start": period.start, "end": period.end, "first_day": period.start - timedelta(days=1),
+            "end_day": period.end + timedelta(days=1)}
 
 
 def load_signing_key() -> Ed25519PrivateKey:
@@ -82,9 +118,8 @@ _LARGEST = "usage_rollups.csv"  # 6.2 M rows at 10k contracts: PostgreSQL's CSV 
 
 
 def _copy_out(conn, name: str, period: Period, path: Path) -> None:
-    with path.open("wb") as out, conn.cursor().copy(
-            f"COPY ({EXPORTS[name]}) TO STDOUT WITH (FORMAT csv, HEADER)", {"start": period.start, "end": period.end}
-    ) as copy:
+    statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(_export_query(conn, name))
+    with path.open("wb") as out, conn.cursor().copy(statement, _parameters(period)) as copy:
         for chunk in copy:
             out.write(chunk)
 
