@@ -54,7 +54,7 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
         out.append("")
         for i, v in enumerate((subtotal, tax, total)):
             totals[currency][i] += v
-    out.append("Totals by currency:")
+    out.append("Totals by currency:" + ("" if totals else " none (no invoice drafts)"))
     for currency, (subtotal, tax, total) in sorted(totals.items()):
         out.append(f"    {currency}: subtotal {_num(subtotal, currency)}, tax {_num(tax, currency)}, total {_num(total, currency)}")
     return "\n".join(out)
