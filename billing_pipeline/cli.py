@@ -547,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evidence = sub.add_parser("evidence", help="signed proof of delivery for a contract and a date range")
     evidence.add_argument("--contract", required=True)
-    evidence.add_argument("--from", dest="from_date", required=True, type=_day, help="YYYY-MM-DD, included")
+    evidence.add_argument("--from", dest="from_date", required=True, type=_day,
+                          help="YYYY-MM-DD, included (a day of the contract's timezone, as its invoices bill)")
     evidence.add_argument("--to", dest="to_date", required=True, type=_day, help="YYYY-MM-DD, not included")
     evidence.set_defaults(func=cmd_evidence)
 

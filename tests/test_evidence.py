@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 
@@ -97,3 +98,45 @@ def test_the_billed_requests_of_the_evidence_are_the_rollups_day_by_day(october,
     assert [(r["request_id"], r["chain"], r["billed"]) for r in rows if r["request_id"].startswith("e")] == [
         ("e1", "dogecoin-mainnet", "false"), ("e1", "eth-mainnet", "true"), ("e2", "eth-mainnet", "true")]
     assert (evidence.requests, evidence.unbilled_rows) == (12, 2)  # q2 and e1's first delivery
+
+
+def test_a_zoned_customers_month_of_evidence_is_its_invoiced_month(october, usage_store):
+    """The range is the contract's calendar: a customer billed in Istanbul (UTC+3) is invoiced its
+    local October, 21:00 UTC on 30 September to 21:00 UTC on 31 October; evidence cut at UTC
+    midnights proved another month (here 4 requests against the 3 invoiced)."""
+    from datetime import date, datetime, timedelta, timezone
+
+    import pyarrow as pa
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from billing_pipeline.domain.periods import Period
+    from billing_pipeline.steps.evidence import export_evidence
+    from billing_pipeline.steps.rating import rate_month
+    from billing_pipeline.steps.usage import roll_up_usage
+    from month_fixture import _row, october_events, ts
+
+    with psycopg.connect(october) as conn:
+        conn.execute("INSERT INTO customers (org_id, legal_name, country) VALUES ('org_t', 'Tuna Ltd', 'TR')")
+        conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at,
+                            timezone) VALUES ('CTR-T', 'org_t', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-01-01',
+                            'Europe/Istanbul')""")
+    usage_store.insert_arrow("requests_raw", pa.Table.from_pylist([
+        _row(ts(2026, 9, 30, 22), "t0", "org_t", "prj_t", "eth-mainnet"),  # 1 October, 01:00 in Istanbul
+        _row(ts(2026, 10, 15, 12), "t1", "org_t", "prj_t", "eth-mainnet"),
+        _row(ts(2026, 10, 31, 20, 59, 59), "t2", "org_t", "prj_t", "eth-mainnet"),  # 23:59:59 there
+        _row(ts(2026, 10, 31, 21), "t3", "org_t", "prj_t", "eth-mainnet"),  # 1 November there
+        _row(ts(2026, 10, 31, 22), "t4", "org_t", "prj_t", "eth-mainnet")], schema=october_events().schema))
+    start = datetime(2026, 9, 30, tzinfo=timezone.utc)
+    roll_up_usage(usage_store, october, start, start + timedelta(days=33))
+    rate_month(october, Period.parse_month("2026-10"))
+    with psycopg.connect(october) as conn:
+        invoiced = conn.execute("""SELECT sum(quantity) FROM rated_charges WHERE contract_id = 'CTR-T'
+                                   AND meter = 'requests'""").fetchone()[0]
+    evidence = export_evidence(usage_store, october, "CTR-T", date(2026, 10, 1), date(2026, 11, 1),
+                               Ed25519PrivateKey.generate())
+    assert (invoiced, evidence.requests) == (3, 3)
+    assert evidence.objects["daily_totals.csv"].decode().splitlines()[1:] == [
+        '"2026-10-01",1,0', '"2026-10-15",1,0', '"2026-10-31",1,0']
+    manifest = json.loads(evidence.objects["manifest.json"])
+    assert (manifest["from"], manifest["to"], manifest["timezone"]) == (
+        "2026-09-30T21:00:00+00:00", "2026-10-31T21:00:00+00:00", "Europe/Istanbul")

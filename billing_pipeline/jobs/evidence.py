@@ -15,7 +15,7 @@ from ..steps.evidence import export_evidence
 
 class EvidenceRequest(dg.Config):
     contract_id: str
-    from_date: str  # YYYY-MM-DD, first day included
+    from_date: str  # YYYY-MM-DD, first day included (days of the contract's timezone, as its invoices bill)
     to_date: str  # YYYY-MM-DD, first day not included
 
 

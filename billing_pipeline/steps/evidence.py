@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,30 +47,34 @@ def _csv(table: pa.Table) -> bytes:
 
 def export_evidence(store: UsageStore, db_url: str, contract_id: str, start: date, end: date,
                     key: Ed25519PrivateKey) -> Evidence:
-    """``end`` is exclusive; both are UTC days. Only the time the contract was in force is exported."""
+    """``end`` is exclusive; both are days of the contract's calendar (its timezone: the days its
+    invoices bill, so a month's evidence adds up to the month's invoice). Only the time the contract
+    was in force is exported."""
     if end <= start:
         raise BillingError(f"evidence for {contract_id}: the range {start}..{end} is empty (the end is exclusive)")
     with connect(db_url) as conn:
-        row = conn.execute("SELECT org_id, start_at, end_at FROM contracts WHERE contract_id = %s",
+        row = conn.execute("SELECT org_id, start_at, end_at, timezone FROM contracts WHERE contract_id = %s",
                            (contract_id,)).fetchone()
     if row is None:
         raise BillingError(f"evidence: no contract {contract_id!r}")
-    org_id, contract_start, contract_end = row
-    lower = max(datetime.combine(start, time(), timezone.utc), contract_start)
-    upper = datetime.combine(end, time(), timezone.utc)
+    org_id, contract_start, contract_end, tz = row
+    zone = ZoneInfo(tz)
+    lower = max(datetime.combine(start, time(), zone).astimezone(timezone.utc), contract_start)
+    upper = datetime.combine(end, time(), zone).astimezone(timezone.utc)
     upper = min(upper, contract_end) if contract_end else upper
     table = store.query_arrow(sql_text("evidence_requests"), {"org_id": org_id, "start": lower, "end": upper,
                                                               "lookback_start": lower - timedelta(hours=24),
                                                               "known_chains": list(known_chains())})
     billed = table.column("billed").cast(pa.int64()) if table.num_rows else pa.array([], pa.int64())
-    days = pc.strftime(table.column("timestamp"), format="%Y-%m-%d") if table.num_rows else pa.array([], pa.string())
+    local = table.column("timestamp").cast(pa.timestamp("ms", tz=tz))  # the contract's calendar days
+    days = pc.strftime(local, format="%Y-%m-%d") if table.num_rows else pa.array([], pa.string())
     # per day: the requests the rollups bill, and the rows served but not billed (quarantined)
     daily = pa.table({"day": days, "requests": billed, "unbilled_rows": pc.subtract(1, billed)}) \
         .group_by("day").aggregate([("requests", "sum"), ("unbilled_rows", "sum")]) \
         .rename_columns(["day", "requests", "unbilled_rows"]).sort_by("day")
     requests = pc.sum(billed).as_py() or 0
     subject = {"contract_id": contract_id, "org_id": org_id, "from": lower.isoformat(), "to": upper.isoformat(),
-               "requests": requests, "unbilled_rows": table.num_rows - requests}
+               "timezone": tz, "requests": requests, "unbilled_rows": table.num_rows - requests}
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     objects = build_evidence(subject, created, {REQUESTS: _csv(table), DAILY: _csv(daily)}, key)
     return Evidence(contract_id, org_id, start, end, requests, table.num_rows - requests, objects)
