@@ -219,3 +219,16 @@ def test_drafts_add_up_only_when_every_line_is_its_rated_charge_rounded_once(oct
     assert draft_problems(october, OCTOBER) == [
         ("CTR-A:2026-10:v1", f"line 1 is 0.0600, its rated charge {a_charge} rounds to 0.05"),
         ("CTR-D:2026-10:v1", f"rated charge {charge} is on no line")]
+
+
+def test_a_contract_whose_billing_cycle_contradicts_its_plan_is_named(october):
+    """contracts.billing_cycle was never read: the demo's yearly contract said MONTHLY (and the audit
+    snapshot showed it) while its plan billed it yearly. Rating now refuses the contradiction."""
+    from billing_pipeline.errors import BillingError
+    from billing_pipeline.steps.rating import load_terms
+
+    with psycopg.connect(october) as conn:
+        conn.execute("UPDATE contracts SET billing_cycle = 'YEARLY' WHERE contract_id = 'CTR-A'")
+        with pytest.raises(BillingError, match="contract CTR-A says billing_cycle YEARLY but its plan pro_test is "
+                                               "billed MONTHLY; make them agree"):
+            load_terms(conn, OCTOBER)

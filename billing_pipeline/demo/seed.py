@@ -61,19 +61,20 @@ def seed_demo_contracts(conn: psycopg.Connection, orgs: int, period: Period) -> 
         signed = plan.type != "METERED"
         doc = f"https://contracts.example/{contract_id(i)}.pdf" if signed else None
         doc_sha = hashlib.sha256(f"signed contract {contract_id(i)}".encode()).hexdigest() if signed else None
-        contracts.append((contract_id(i), org, plan_id, plan.type, currency, region, _start(i, period), tz, doc,
-                          doc_sha, signed))
+        contracts.append((contract_id(i), org, plan_id, plan.type, plan.billing_cycle, currency, region,
+                          _start(i, period), tz, doc, doc_sha, signed))
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO customers (org_id, legal_name, country, tax_id, email) VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (org_id) DO UPDATE SET legal_name = EXCLUDED.legal_name, country = EXCLUDED.country,
                    tax_id = EXCLUDED.tax_id, email = EXCLUDED.email""", customers)
         cur.executemany(
-            """INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at,
-                   timezone, signed_doc_url, signed_doc_sha256, auto_renew)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, billing_cycle, currency, region,
+                   start_at, timezone, signed_doc_url, signed_doc_sha256, auto_renew)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (contract_id) DO UPDATE SET plan_id = EXCLUDED.plan_id,
-                   contract_type = EXCLUDED.contract_type, currency = EXCLUDED.currency, region = EXCLUDED.region,
+                   contract_type = EXCLUDED.contract_type, billing_cycle = EXCLUDED.billing_cycle,
+                   currency = EXCLUDED.currency, region = EXCLUDED.region,
                    start_at = EXCLUDED.start_at, timezone = EXCLUDED.timezone,
                    signed_doc_url = EXCLUDED.signed_doc_url, signed_doc_sha256 = EXCLUDED.signed_doc_sha256,
                    auto_renew = EXCLUDED.auto_renew""", contracts)

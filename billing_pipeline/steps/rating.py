@@ -36,7 +36,7 @@ _CONTRACT_DAYS = """
 
 _ACTIVE_CONTRACTS = """
     SELECT contract_id, org_id, contract_type, currency, region, plan_id, start_at, covers_until, timezone,
-           price_fixed, minimum_commitment
+           price_fixed, minimum_commitment, billing_cycle
     FROM contracts_in_force
     WHERE start_at < %(end)s AND (covers_until IS NULL OR covers_until > %(start)s)
     ORDER BY contract_id
@@ -76,12 +76,15 @@ def load_terms(conn: psycopg.Connection, period: Period, plans: dict[str, Plan] 
     plans = plans if plans is not None else plans_from_db(conn)
     terms = []
     for (contract_id, org_id, ctype, currency, region, plan_id, start_at, end_at, tz, price_fixed,
-         commitment) in conn.execute(_ACTIVE_CONTRACTS, {"start": period.start_utc, "end": period.end_utc}):
+         commitment, cycle) in conn.execute(_ACTIVE_CONTRACTS, {"start": period.start_utc, "end": period.end_utc}):
         plan = plans.get(plan_id)
         if plan is None:
             raise BillingError(f"contract {contract_id} names unknown plan {plan_id!r}; known: {', '.join(sorted(plans))}")
         if ctype != plan.type:
             raise BillingError(f"contract {contract_id} is {ctype} but its plan {plan_id} is {plan.type}")
+        if cycle != plan.billing_cycle:  # the plan bills; a contract saying otherwise misleads whoever reads it
+            raise BillingError(f"contract {contract_id} says billing_cycle {cycle} but its plan {plan_id} is billed "
+                               f"{plan.billing_cycle}; make them agree")
         try:
             terms.append(ContractTerms(contract_id, org_id, region, currency.strip(), plan, start_at, end_at, tz,
                                        _decimal(price_fixed), _decimal(commitment)))
