@@ -47,7 +47,8 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
         == "Enabled"
     names = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="audit-test", Prefix=PREFIX)["Contents"])
     assert names == [f"{PREFIX}/{n}" for n in [
-        "contract_amendments.csv", "contract_discounts.csv", "contracts.csv", "credit_grants.csv", "fx_rates.csv",
+        "contract_amendments.csv", "contract_discounts.csv", "contracts.csv", "credit_grants.csv", "customers.csv",
+        "fx_rates.csv",
         "fx_snapshots.csv", "invoice_lines.csv", "invoices.csv", "manifest.json", "manifest.sig", "plans.csv",
         "public_key.pem", "rated_charges.csv", "source_totals.csv", "usage_before_local_midnight.csv",
         "usage_rollups.csv"]]
@@ -60,14 +61,14 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
     ok = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
                     "--prove-line", "CTR-A:2026-10:v1#2", db_url=snapshot, endpoint=s3_endpoint)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "snapshot OK: 2026-10, 13 files, 9 invoice lines" in ok.stdout
+    assert "snapshot OK: 2026-10, 14 files, 9 invoice lines" in ok.stdout
     assert "line: CTR-A:2026-10:v1,2," in ok.stdout and "proof leads to merkle root" in ok.stdout
 
     with psycopg.connect(snapshot) as conn:
         assert verify(conn).ok
         accounts = [r[0] for r in conn.execute(
             "SELECT account FROM ledger WHERE event = 'AUDIT_SNAPSHOT' ORDER BY entry_id")]
-    assert len(accounts) == 17 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"  # 16 objects and the location
+    assert len(accounts) == 18 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"  # 17 objects and the location
     assert any(a.startswith("audit:manifest.json@") for a in accounts)
 
 
@@ -249,3 +250,6 @@ def test_an_auditor_recomputes_every_rated_charge_from_the_snapshot_alone(snapsh
             recomputed[charge.charge_id] = charge.amount
     rated = {r["charge_id"]: Decimal(r["amount"]) for r in rows("rated_charges.csv")}
     assert recomputed == rated and len(rated) == 9
+    # and whom each invoice was issued to, as a tax authority asks
+    buyers = {r["org_id"]: (r["legal_name"], r["tax_id"]) for r in rows("customers.csv")}
+    assert {r["org_id"] for r in rows("invoices.csv")} <= set(buyers) and buyers["org_b"] == ("Beta A.S.", "1234567890")

@@ -29,7 +29,9 @@ SIGNING_KEY_FILE_ENV = "BILLING_AUDIT_SIGNING_KEY_FILE"
 # the month and one day on each side); ORDER BY makes each export byte-stable. The snapshot holds
 # what an auditor needs to recompute every charge without our database: the usage with every meter
 # (and, for customers billed in other timezones, the part of each UTC day before their midnight),
-# the plans' definitions, the contracts' terms, amendments, discounts and prepaid credit.
+# the plans' definitions, the contracts' terms, amendments, discounts and prepaid credit; and
+# whom each invoice was issued to (legal name, tax id and office, address: what a tax authority
+# asks of an invoice; not their e-mail).
 # {usage_columns} / {before_columns}: the tables' columns, meters included (added as declared).
 EXPORTS = {
     "usage_rollups.csv": """SELECT {usage_columns} FROM usage_rollups
@@ -63,6 +65,8 @@ EXPORTS = {
                                auto_renew, billing_cycle, timezone, price_fixed, minimum_commitment, vat_rate,
                                days_until_due, collection_method, custom_terms::text, signed_doc_url, signed_doc_sha256
                         FROM contracts WHERE start_at < %(end)s ORDER BY contract_id""",
+    "customers.csv": """SELECT org_id, legal_name, country, tax_id, tax_office, address FROM customers
+                        WHERE org_id IN (SELECT org_id FROM contracts WHERE start_at < %(end)s) ORDER BY org_id""",
     "plans.csv": """SELECT plan_id, name, plan_type, currency, billing_cycle, base_price, definition::text,
                            definition_sha256, updated_at FROM plans ORDER BY plan_id""",
     "contract_amendments.csv": """SELECT contract_id, effective_from, plan_id, price_fixed, minimum_commitment, reason,
