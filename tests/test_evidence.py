@@ -140,3 +140,19 @@ def test_a_zoned_customers_month_of_evidence_is_its_invoiced_month(october, usag
     manifest = json.loads(evidence.objects["manifest.json"])
     assert (manifest["from"], manifest["to"], manifest["timezone"]) == (
         "2026-09-30T21:00:00+00:00", "2026-10-31T21:00:00+00:00", "Europe/Istanbul")
+
+
+def test_an_auto_renewing_contract_past_its_first_term_has_evidence(october, usage_store):
+    """Coverage is contracts_in_force's, as rating's: an auto-renewing contract whose first term
+    ended in June still bills October, and its evidence was cut at the term's end (empty)."""
+    from datetime import date
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from billing_pipeline.steps.evidence import export_evidence
+
+    with psycopg.connect(october) as conn:
+        conn.execute("UPDATE contracts SET auto_renew = true, end_at = '2026-06-01' WHERE contract_id = 'CTR-A'")
+    evidence = export_evidence(usage_store, october, "CTR-A", date(2026, 10, 1), date(2026, 11, 1),
+                               Ed25519PrivateKey.generate())
+    assert (evidence.requests, evidence.unbilled_rows) == (10, 1)

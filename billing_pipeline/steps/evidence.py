@@ -53,8 +53,9 @@ def export_evidence(store: UsageStore, db_url: str, contract_id: str, start: dat
     if end <= start:
         raise BillingError(f"evidence for {contract_id}: the range {start}..{end} is empty (the end is exclusive)")
     with connect(db_url) as conn:
-        row = conn.execute("SELECT org_id, start_at, end_at, timezone FROM contracts WHERE contract_id = %s",
-                           (contract_id,)).fetchone()
+        # covers_until: an auto-renewing contract keeps covering (and billing) past its term's end_at
+        row = conn.execute("SELECT org_id, start_at, covers_until, timezone FROM contracts_in_force "
+                           "WHERE contract_id = %s", (contract_id,)).fetchone()
     if row is None:
         raise BillingError(f"evidence: no contract {contract_id!r}")
     org_id, contract_start, contract_end, tz = row
