@@ -20,7 +20,7 @@ from ..domain.periods import Period
 from ..errors import ConfigError
 from ..stores.audit_bucket import AuditBucket
 from ..stores.ledger import append
-from ..stores.postgres import partition_lock_held, transaction
+from ..stores.postgres import partition_lock_held, table_columns, transaction
 
 SIGNING_KEY_ENV = "BILLING_AUDIT_SIGNING_KEY"  # PEM text of an Ed25519 private key
 SIGNING_KEY_FILE_ENV = "BILLING_AUDIT_SIGNING_KEY_FILE"
@@ -80,17 +80,16 @@ EXPORTS = {
 }
 
 
-def _columns(conn, table: str) -> sql.Composed:
-    """Every column of ``table`` in its order: the meters' columns are added as they are declared."""
-    names = [r[0] for r in conn.execute(
-        """SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
-           ORDER BY attnum""", (table,))]
-    return sql.SQL(", ").join(map(sql.Identifier, names))
+# the export queries' column placeholders, and the table whose columns each stands for
+_COLUMN_LISTS = {"usage_columns": "usage_rollups", "before_columns": "usage_before_local_midnight"}
 
 
 def _export_query(conn, name: str) -> sql.Composed:
-    return sql.SQL(EXPORTS[name]).format(usage_columns=_columns(conn, "usage_rollups"),
-                                         before_columns=_columns(conn, "usage_before_local_midnight"))
+    """EXPORTS[name] with its column placeholders filled (the catalog read only where one stands)."""
+    query = EXPORTS[name]
+    return sql.SQL(query).format(**{
+        field: sql.SQL(", ").join(map(sql.Identifier, table_columns(conn, table)))
+        for field, table in _COLUMN_LISTS.items() if "{" + field + "}" in query})
 
 
 def _parameters(period: Period) -> dict:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from ..stores.meter_sql import MeterSet
-from ..stores.postgres import lock_partitions, transaction
+from ..stores.postgres import lock_partitions, table_columns, transaction
 from .copy import copy_arrow
 from .usage_chunks import days_between
 from .usage_rows import CollectedUsage, RollupSummary
@@ -173,9 +173,7 @@ def add_meter_columns(conn, meters: MeterSet, table: str = "usage_rollups") -> N
     """One bigint column per declared meter. A meter removed from the catalog keeps its column, so
     past months stay as they were rolled up. Only a missing column is added: ALTER TABLE locks the
     table against every reader until the transaction ends, even when there is nothing to add."""
-    present = {r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-        (table,))}
+    present = set(table_columns(conn, table))
     for column in (c for c in meters.columns if c not in present):
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} bigint NOT NULL DEFAULT 0")
                      .format(sql.Identifier(table), sql.Identifier(column)))

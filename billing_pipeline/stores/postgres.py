@@ -155,6 +155,13 @@ def _take_turn(conn: psycopg.Connection, kind: str, asset: str, partition: str) 
         conn.execute(f"SELECT pg_advisory_{kind}(hashtext(%s), hashtext(%s))", key)
 
 
+def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """The columns of ``table`` in their order (meter columns are added to some as declared)."""
+    return [r[0] for r in conn.execute(
+        """SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
+           ORDER BY attnum""", (table,))]
+
+
 def ensure_database(url: str, name: str, setting: str) -> None:
     """Create the database when missing. Two processes starting at once on a fresh server (the
     UI's webserver and daemon, two commands) may both find it missing: the one whose CREATE
