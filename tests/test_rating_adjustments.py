@@ -121,3 +121,44 @@ def test_usage_on_single_days_and_free_tier_exhausted_mid_month(daily, ends, exp
     t = terms("pro", end=ends)
     month = rate_month_parts(attach_usage(split_month(t, [], OCT), daily), OCT)
     assert draft_invoice(t, month.charges, OCT).total == D(expected)
+
+
+def _usage_lines(*amounts: str) -> list:
+    from billing_pipeline.domain.terms import RatedCharge
+    return [RatedCharge(f"CTR-1:2026-10:USAGE:requests:chain-{i}", "CTR-1", "USAGE", f"chain-{i}", "requests",
+                        f"Chain {i}", D(1), D(a), D(a), "USD") for i, a in enumerate(amounts)]
+
+
+def _month_with_adjustments(t, charges, discounts=()):
+    from billing_pipeline.domain.adjustments import apply_discounts, true_up
+    from billing_pipeline.domain.terms import TermsPart
+    parts = [TermsPart(t, OCT.days(), {})]
+    charges = charges + true_up(parts, OCT, charges)
+    return draft_invoice(t, charges + apply_discounts(parts, OCT, charges, discounts), OCT)
+
+
+def test_a_full_discount_leaves_nothing_due_whatever_the_lines_round_to():
+    """Lines of 0.11 and 0.05 (exactly 0.105 and 0.045): 100% off is -0.16, the lines' sum. It was
+    taken of the exact 0.15, and the customer owed 0.01 of a waived month."""
+    draft = _month_with_adjustments(terms("pro"), _usage_lines("0.105", "0.045"), (pct(100),))
+    assert [line.amount for line in draft.lines] == [D("0.11"), D("0.05"), D("-0.16")]
+    assert draft.total == D("0.00")
+
+
+def test_a_true_up_brings_the_month_to_its_commitment_and_not_a_cent_beyond():
+    """Lines of 33.34 + 33.33 + 33.33 reach the 100.00 minimum as printed, though their exact sum is
+    99.985: no true-up (it was 0.015, a line of 0.02, and the month came to 100.02)."""
+    t = terms("pro", minimum_commitment=D(100))
+    assert _month_with_adjustments(t, _usage_lines("33.335", "33.325", "33.325")).total == D("100.00")
+    # 99.98 as printed (exactly 99.984): topped up by 0.02 to exactly 100.00
+    draft = _month_with_adjustments(t, _usage_lines("99.98", "0.004"))
+    assert [line.amount for line in draft.lines] == [D("99.98"), D("0.00"), D("0.02")] and draft.total == D("100.00")
+
+
+def test_two_discounts_never_round_the_month_below_zero():
+    """1.00 of usage, a discount of 0.505 (a line of -0.51), then one larger than what is left: the
+    second takes the 0.49 the first line left, not the exact 0.495 (-0.50, a total of -0.01)."""
+    fixed = [Discount("A", "FIXED", D("0.505"), "ALL", date(2026, 1, 1), None, "Goodwill"),
+             Discount("B", "FIXED", D("5"), "ALL", date(2026, 1, 1), None, "Outage credit")]
+    draft = _month_with_adjustments(terms("pro"), _usage_lines("1.00"), fixed)
+    assert [line.amount for line in draft.lines] == [D("1.00"), D("-0.51"), D("-0.49")] and draft.total == D("0.00")

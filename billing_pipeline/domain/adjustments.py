@@ -1,5 +1,11 @@
 """Month-level adjustments after the usage and fees are rated: the minimum-commitment true-up,
-then discounts. Both are exact (unrounded) charges like any other; invoicing rounds each once."""
+then discounts. Both are exact (unrounded) charges like any other; invoicing rounds each once.
+
+Both are measured against what the other charges come to on the invoice, each rounded as its
+line is (``_on_invoice``), not against their exact sum: the customer reads "100% off" or "a
+minimum of 100.00" against the lines printed above it. Measured against the exact sum, a 100%
+discount of lines of 0.11 and 0.05 (exactly 0.105 and 0.045) was -0.15 and left 0.01 due, and a
+true-up to 100.00 over lines rounded up from 99.985 made the month 100.01."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from datetime import date
 from decimal import Decimal, localcontext
 from typing import Literal
 
+from .money import round_money
 from .periods import Period
 from .terms import RatedCharge, TermsPart
 
@@ -34,11 +41,16 @@ def _days(parts: list[TermsPart]) -> list[date]:
     return [d for part in parts for d in part.days]
 
 
+def _on_invoice(charges: list[RatedCharge], currency: str, kinds: set[str] | None = None) -> Decimal:
+    """What the charges (of ``kinds``, or all) come to on the invoice: each rounded as its line."""
+    return sum((round_money(c.amount, currency) for c in charges if kinds is None or c.kind in kinds), Decimal(0))
+
+
 def _charge(parts, period, kind, description, amount, details) -> RatedCharge:
     terms = parts[-1].terms
     key = f"{terms.contract_id}:{period.label}:{kind}" + (f":{details['discount_id']}" if kind == "DISCOUNT" else "")
     return RatedCharge(key, terms.contract_id, kind, None, None, description, Decimal(1), amount, amount,
-                       terms.currency, details)
+                       terms.currency, details, terms.plan.plan_id)
 
 
 def true_up(parts: list[TermsPart], period: Period, charges: list[RatedCharge]) -> list[RatedCharge]:
@@ -51,10 +63,10 @@ def true_up(parts: list[TermsPart], period: Period, charges: list[RatedCharge]) 
     with localcontext() as ctx:
         ctx.prec = 60
         floor = commitment * len(days) / len(period.days())
-    spend = sum((c.amount for c in charges), Decimal(0))
+    currency = parts[-1].terms.currency
+    spend = _on_invoice(charges, currency)
     if spend >= floor:
         return []
-    currency = parts[-1].terms.currency
     return [_charge(parts, period, "TRUE_UP",
                     f"Minimum commitment true-up ({commitment:,} {currency} per month)", floor - spend,
                     {"commitment": str(commitment), "prorated_commitment": str(floor), "spend": str(spend),
@@ -66,13 +78,14 @@ def apply_discounts(parts: list[TermsPart], period: Period, charges: list[RatedC
     """Discounts valid on some of the month's active days, prorated by those days, in id order.
     Together they never take the month below zero."""
     days = _days(parts)
-    left = sum((c.amount for c in charges), Decimal(0))
+    currency = parts[-1].terms.currency
+    left = _on_invoice(charges, currency)  # what the discounts may take, kept as the lines will show it
     out = []
     for d in sorted(discounts, key=lambda d: d.discount_id):
         overlap = [x for x in days if x >= d.valid_from and (d.valid_to is None or x < d.valid_to)]
         if not overlap or left <= 0:
             continue
-        base = sum((c.amount for c in charges if c.kind in _SCOPES[d.applies_to]), Decimal(0))
+        base = _on_invoice(charges, currency, _SCOPES[d.applies_to])
         with localcontext() as ctx:
             ctx.prec = 60
             if d.kind == "PERCENT":
@@ -80,8 +93,8 @@ def apply_discounts(parts: list[TermsPart], period: Period, charges: list[RatedC
             else:
                 amount = min(d.value * len(overlap) / len(period.days()), base)
         amount = min(amount, left)
-        left -= amount
-        label = f"{d.value.normalize():f}%" if d.kind == "PERCENT" else f"{d.value:,} {parts[-1].terms.currency}"
+        left -= round_money(amount, currency)  # its line's amount: two discounts never round below zero
+        label = f"{d.value.normalize():f}%" if d.kind == "PERCENT" else f"{d.value:,} {currency}"
         partial = f", {len(overlap)}/{len(days)} days" if len(overlap) < len(days) else ""
         out.append(_charge(parts, period, "DISCOUNT", f"{d.description} (-{label}{partial})", -amount,
                            {"discount_id": d.discount_id, "kind": d.kind, "value": str(d.value),
