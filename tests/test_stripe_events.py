@@ -142,12 +142,14 @@ def test_a_void_or_an_edit_in_the_dashboard_turns_the_live_reconciliation_red(is
     finding = stripe_live_totals(url, gateway(server), date(2026, 10, 1))
     assert [(r[0], r[2], r[3], str(r[4])) for r in finding.rows] == [
         (A, "0.1600 ISSUED", "0.16 void", "0.0000"), (C, "500.7500 ISSUED", "500.00 open", "-0.7500")]
+    # the daily check compares what was issued in the last two months, whatever month it bills: these
+    # October invoices were issued today (it chose by billing month, so from December on it compared
+    # none of them and stayed green over a void)
     result = stripe_invoices_unchanged(BillingDatabase(url=url), StripeResource(api_key="sk_test_local",
                                                                                 api_base=server.url))
-    # the check compares the last two months: October's invoices while that includes October
     from datetime import datetime, timedelta, timezone
     today = datetime.now(timezone.utc).date()
-    since = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
-    compared = 3 if since <= date(2026, 10, 1) else 0
-    assert result.metadata["since"].value == since.isoformat()
-    assert (result.metadata["compared"].value, result.passed) == (compared, compared == 0)
+    assert result.metadata["since"].value == (today.replace(day=1) - timedelta(days=1)).replace(day=1).isoformat()
+    assert (result.metadata["compared"].value, result.metadata["differing"].value, result.passed) == (3, 2, False)
+    rows(url, "UPDATE invoices SET issued_at = '2026-09-30T23:59:59Z' WHERE invoice_id = %s RETURNING 1", A)
+    assert stripe_live_totals(url, gateway(server), date(2026, 10, 1)).counts == {"compared": 2, "differing": 1}

@@ -185,14 +185,20 @@ def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
     return Finding(not rows, rows, {"rollup_rows": counted[0], "requests": int(counted[1]), "problems": len(rows)})
 
 
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), timezone.utc)
+
+
 def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
-    """Each Stripe invoice we issued since ``since``, fetched again now: its status and figures
-    against ours (catches a void or an edit made in the Dashboard after issuance)."""
+    """Each Stripe invoice we issued since ``since`` (UTC), fetched again now: its status and
+    figures against ours (catches a void or an edit made in the Dashboard after issuance). By the
+    day it was issued, not its billing month: a month issued late, or a correction of an old one,
+    is compared as long as any other invoice issued with it."""
     with connect(db_url) as conn:
         issued = conn.execute(
             """SELECT invoice_id, external_id, currency, subtotal, status FROM invoices
                WHERE sink = 'STRIPE' AND external_id IS NOT NULL AND status IN ('ISSUED', 'PAID') AND kind <> 'CREDIT_NOTE'
-                 AND period_start >= %s ORDER BY invoice_id""", (since,)).fetchall()
+                 AND issued_at >= %s ORDER BY invoice_id""", (_utc_midnight(since),)).fetchall()
     rows = []
     for invoice_id, stripe_id, currency, subtotal, status in issued:
         obj = gateway.request("get", f"/v1/invoices/{stripe_id}")
@@ -205,13 +211,14 @@ def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
 
 
 def parasut_live_totals(db_url: str, client, since: date) -> Finding:
-    """Each Parasut document we issued since ``since``, fetched again now: its net, KDV and total
-    against ours (a credit note's refund bill with the signs turned), and not cancelled or archived."""
+    """Each Parasut document we issued since ``since`` (UTC; by the day it was issued, as
+    stripe_live_totals), fetched again now: its net, KDV and total against ours (a credit note's
+    refund bill with the signs turned), and not cancelled or archived."""
     with connect(db_url) as conn:
         issued = conn.execute(
             """SELECT invoice_id, kind, external_id, subtotal, tax, total FROM invoices
                WHERE sink = 'PARASUT' AND external_id IS NOT NULL AND status IN ('ISSUED', 'PAID')
-                 AND period_start >= %s ORDER BY invoice_id""", (since,)).fetchall()
+                 AND issued_at >= %s ORDER BY invoice_id""", (_utc_midnight(since),)).fetchall()
     rows = []
     for invoice_id, kind, external_id, subtotal, tax, total in issued:
         path = f"/purchase_bills/{external_id}" if kind == "CREDIT_NOTE" else f"/sales_invoices/{external_id}"
