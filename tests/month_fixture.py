@@ -104,6 +104,22 @@ def seed_contracts(conn: psycopg.Connection) -> None:
              ("CTR-D", "org_d", "filler", "METERED", "USD", "GLOBAL", start, None)])
 
 
+def amend_ctr_d_to_filler_plus(conn: psycopg.Connection) -> None:
+    """CTR-D moves to filler_plus (0.002 a request, twice filler's) from 16 October."""
+    sync_plans(conn, {"filler_plus": Plan(plan_id="filler_plus", name="Filler+", type="METERED", currency="USD",
+                                          charges=[MeteredCharge(meter="requests", unit="request",
+                                                                 price=PerUnit(unit_price=Decimal("0.002")))])})
+    conn.execute("""INSERT INTO contract_amendments (contract_id, effective_from, plan_id, reason)
+                    VALUES ('CTR-D', '2026-10-16T00:00:00Z', 'filler_plus', 'price increase')""")
+
+
+def split_ctr_a_on_the_10th(conn: psycopg.Connection) -> None:
+    """CTR-A ends at 10 October 00:00 UTC and CTR-A2 (same org and plan) follows it."""
+    conn.execute("UPDATE contracts SET end_at = '2026-10-10T00:00:00Z' WHERE contract_id = 'CTR-A'")
+    conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)
+                    VALUES ('CTR-A2', 'org_a', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-10-10T00:00:00Z')""")
+
+
 OCT_START = ts(2026, 10, 1)
 OCT_END = OCT_START + timedelta(days=31)
 

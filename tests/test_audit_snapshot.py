@@ -247,8 +247,8 @@ def test_an_auditor_recomputes_every_rated_charge_from_the_snapshot_alone(snapsh
             for m in additive:
                 usage[(m.slug, r["chain"])] = usage.get((m.slug, r["chain"]), 0) + int(r[m.column])
         for charge in rate_contract_month(terms, usage, period).charges:
-            recomputed[charge.charge_id] = charge.amount
-    rated = {r["charge_id"]: Decimal(r["amount"]) for r in rows("rated_charges.csv")}
+            recomputed[charge.charge_id] = (charge.amount, charge.plan_id)
+    rated = {r["charge_id"]: (Decimal(r["amount"]), r["plan_id"]) for r in rows("rated_charges.csv")}
     assert recomputed == rated and len(rated) == 9
     # and whom each invoice was issued to, as a tax authority asks
     buyers = {r["org_id"]: (r["legal_name"], r["tax_id"]) for r in rows("customers.csv")}

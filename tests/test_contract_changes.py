@@ -9,23 +9,17 @@ import pytest
 
 from billing_pipeline.close import close_month
 from billing_pipeline.domain.periods import Period
-from billing_pipeline.domain.plans import MeteredCharge, Plan
-from billing_pipeline.domain.price_models import PerUnit
 from billing_pipeline.steps.invoicing import credit_balances
 from billing_pipeline.steps.rating import load_terms
-from billing_pipeline.stores.plans import sync_plans
 from billing_pipeline.stores.postgres import transaction
+from month_fixture import amend_ctr_d_to_filler_plus, split_ctr_a_on_the_10th
 
 D = Decimal
 
 
 def test_amendment_discount_and_credit_in_a_month_close(october, billing_defs, instance):
     with transaction(october) as conn:
-        sync_plans(conn, {"filler_plus": Plan(plan_id="filler_plus", name="Filler+", type="METERED", currency="USD",
-                                              charges=[MeteredCharge(meter="requests", unit="request",
-                                                                     price=PerUnit(unit_price=D("0.002")))])})
-        conn.execute("""INSERT INTO contract_amendments (contract_id, effective_from, plan_id, reason)
-                        VALUES ('CTR-D', '2026-10-16T00:00:00Z', 'filler_plus', 'price increase')""")
+        amend_ctr_d_to_filler_plus(conn)
         conn.execute("""INSERT INTO contract_discounts (contract_id, discount_id, kind, value, valid_from, description)
                         VALUES ('CTR-B', 'WELCOME10', 'PERCENT', 10, '2026-10-01', 'Welcome discount')""")
         conn.execute("""INSERT INTO credit_grants (grant_id, contract_id, amount, currency, granted_on, description)
@@ -108,9 +102,7 @@ def test_a_contract_ending_inside_the_month_and_its_successor_each_bill_their_ow
     the 10th, bills the first; CTR-A2, from the 10th, the others (a contract that does not cover the
     whole month is rated on its own days, apart from those that do)."""
     with transaction(october) as conn:
-        conn.execute("UPDATE contracts SET end_at = '2026-10-10T00:00:00Z' WHERE contract_id = 'CTR-A'")
-        conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)
-                        VALUES ('CTR-A2', 'org_a', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-10-10T00:00:00Z')""")
+        split_ctr_a_on_the_10th(conn)
     close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
     with psycopg.connect(october) as conn:
         lines = conn.execute("""SELECT invoice_id, description, amount FROM invoice_lines

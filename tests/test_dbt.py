@@ -14,6 +14,8 @@ from psycopg.conninfo import make_conninfo
 from billing_pipeline.assets.analytics import analytics_monthly_marts, analytics_reference
 from billing_pipeline.close import close_month
 from billing_pipeline.domain.periods import Period
+from billing_pipeline.stores.postgres import transaction
+from month_fixture import amend_ctr_d_to_filler_plus, split_ctr_a_on_the_10th
 
 D = Decimal
 
@@ -27,6 +29,18 @@ def _build(defs, instance) -> dict[str, bool]:
     assert reference.success and monthly.success
     checks = [*reference.get_asset_check_evaluations(), *monthly.get_asset_check_evaluations()]
     return {f"{c.asset_key.to_user_string()}:{c.check_name}": c.passed for c in checks}
+
+
+def _close_and_build(defs, instance) -> None:
+    """October closed, then the marts built, every dbt test passing."""
+    close_month(instance, Period.parse_month("2026-10"), definitions=defs)
+    results = _build(defs, instance)
+    assert all(results.values()), {k: v for k, v in results.items() if not v}
+
+
+def _discount(conn, contract_id: str, discount_id: str, percent: int, description: str) -> None:
+    conn.execute("""INSERT INTO contract_discounts (contract_id, discount_id, kind, value, valid_from, description)
+                    VALUES (%s, %s, 'PERCENT', %s, '2026-10-01', %s)""", (contract_id, discount_id, percent, description))
 
 
 @pytest.fixture
@@ -79,8 +93,7 @@ def test_requests_per_chain_are_requests_whatever_else_the_plans_price(october, 
         sync_plans(conn, {"filler": Plan(plan_id="filler", name="Filler", type="METERED", currency="USD", charges=[
             MeteredCharge(meter="requests", unit="request", price=PerUnit(unit_price=D("0.001"))),
             MeteredCharge(meter="egress_bytes", unit="GB", price=PerUnit(unit_price=D("0.09")))])})
-    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
-    assert all(_build(billing_defs, instance).values())
+    _close_and_build(billing_defs, instance)
     with psycopg.connect(october) as conn:
         # org_d's 31 requests of 500 bytes: 0.0000155 GB of egress, a line of 0.00
         assert conn.execute("""SELECT sum(quantity) FROM invoice_lines WHERE invoice_id = 'CTR-D:2026-10:v1'""").fetchone() \
@@ -89,6 +102,50 @@ def test_requests_per_chain_are_requests_whatever_else_the_plans_price(october, 
                                  WHERE currency = 'USD' ORDER BY chain""").fetchall()
     assert chains == [("bsc-mainnet", "USD", 3, D("0.0500"), 1), ("eth-mainnet", "USD", 7, D("0.1100"), 1),
                       ("polygon-mainnet", "USD", 31, D("0.0300"), 1)]
+
+
+def test_a_contract_amended_mid_month_bills_each_plan_its_own_days(october, billing_defs, instance):
+    """CTR-D moves from filler to filler_plus on 16 October: its 0.02 of the first half is filler's
+    revenue, its 0.03 of the second half filler_plus's (the mart put all 0.05 under the contract's
+    signed plan, and filler_plus, which priced half the month, was missing). CTR-A, discounted in
+    full, is billed nothing: no top customer (ranked, customers billed nothing tied for a place)."""
+    with psycopg.connect(october) as conn:
+        amend_ctr_d_to_filler_plus(conn)
+        _discount(conn, "CTR-A", "WAIVED", 100, "Goodwill: October waived")
+    _close_and_build(billing_defs, instance)
+    with psycopg.connect(october) as conn:
+        charges = conn.execute("""SELECT charge_id, plan_id FROM rated_charges WHERE contract_id = 'CTR-D'
+                                  ORDER BY position""").fetchall()
+        plans = conn.execute("""SELECT plan_id, plan_name, currency, contracts, revenue, revenue_usd
+                                FROM analytics_marts.revenue_per_plan WHERE currency = 'USD' ORDER BY plan_id""").fetchall()
+        top = conn.execute("""SELECT revenue_rank, org_id, revenue_usd FROM analytics_marts.top_customers_by_revenue
+                              ORDER BY revenue_rank""").fetchall()
+    assert charges == [("CTR-D:2026-10:p1:USAGE:requests:polygon-mainnet", "filler"),
+                       ("CTR-D:2026-10:p2:USAGE:requests:polygon-mainnet", "filler_plus")]
+    assert plans == [("filler", "Filler", "USD", 1, D("0.0200"), D("0.0200")),
+                     ("filler_plus", "Filler+", "USD", 1, D("0.0300"), D("0.0300")),
+                     ("pro_test", "Pro", "USD", 1, D("0.0000"), D("0.0000"))]
+    # org_c's 500.75 EUR at 1.1240, org_b's 25,000 TRY at 1 / 44.65, org_d's 0.05 USD; not org_a
+    assert top == [(1, "org_c", D("562.8430")), (2, "org_b", D("559.9105")), (3, "org_d", D("0.0500"))]
+
+
+def test_a_fee_tied_to_no_chain_is_shared_by_the_traffic_of_the_days_its_contract_covers(october, billing_defs,
+                                                                                           instance):
+    """org_a's CTR-A ends on 10 October (its ETH requests, on the 5th) and CTR-A2 follows (its BSC
+    ones, the 10th and 31st). CTR-A2's discount of -0.03 (half its 0.05) is all BSC's: the mart
+    shared it over org_a's whole month (-0.021 ETH, -0.009 BSC), traffic CTR-A2 never billed."""
+    with transaction(october) as conn:
+        split_ctr_a_on_the_10th(conn)
+        _discount(conn, "CTR-A2", "HALF", 50, "Half off")
+    _close_and_build(billing_defs, instance)
+    with psycopg.connect(october) as conn:
+        a2 = conn.execute("""SELECT description, amount FROM invoice_lines WHERE invoice_id = 'CTR-A2:2026-10:v1'
+                             ORDER BY line_no""").fetchall()
+        margin = conn.execute("""SELECT chain, requests, revenue_usd FROM analytics_marts.margin_per_chain
+                                 WHERE chain IN ('bsc-mainnet', 'eth-mainnet') ORDER BY chain""").fetchall()
+    assert a2 == [("BSC Mainnet - 3 requests", D("0.0500")), ("Half off (-50%)", D("-0.0300"))]
+    # as in the month without the split (test above), but BSC's 0.05 less CTR-A2's 0.03
+    assert margin == [("bsc-mainnet", 3, D("0.0200")), ("eth-mainnet", 21, D("906.3854"))]
 
 
 def test_receivables_are_what_issued_invoices_still_have_open_after_their_credit_notes(october, billing_defs,

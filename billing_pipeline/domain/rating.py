@@ -83,7 +83,7 @@ def _rate_part(part: TermsPart, period: Period, prefix: str, suffix: str) -> lis
         # a prorated base fee already names its days
         text = description if kind == "BASE_FEE" else description + suffix
         charges.append(RatedCharge(key, terms.contract_id, kind, chain, meter, text,
-                                   Decimal(quantity), unit_price, amount, terms.currency, details or {}))
+                                   Decimal(quantity), unit_price, amount, terms.currency, details or {}, plan.plan_id))
 
     if plan.type in ("FIXED", "HYBRID"):
         _base_fee(terms, period, part.days, add)

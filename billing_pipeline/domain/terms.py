@@ -57,6 +57,7 @@ class RatedCharge:
     amount: Decimal  # exact, unrounded
     currency: str
     details: dict = field(default_factory=dict)
+    plan_id: str | None = None  # the plan in force on the charge's days (an amendment changes it mid-month)
 
 
 @dataclass(frozen=True)

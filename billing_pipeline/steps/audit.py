@@ -43,7 +43,7 @@ EXPORTS = {
                                    source_query_sha256 FROM usage_rollup_days
                             WHERE day >= %(first_day)s AND day < %(end_day)s ORDER BY day""",
     "rated_charges.csv": """SELECT charge_id, contract_id, position, kind, chain, meter, description, quantity,
-                                   unit_price, amount, currency, details::text FROM rated_charges
+                                   unit_price, amount, currency, plan_id, details::text FROM rated_charges
                             WHERE period_start = %(start)s ORDER BY contract_id, position""",
     "fx_rates.csv": """SELECT rate_date, source, base_currency, quote_currency, kind, unit, rate, bulletin_sha256
                        FROM fx_rates WHERE rate_date >= %(start)s - 7 AND rate_date < %(end)s ORDER BY 1, 2, 3, 4, 5""",

@@ -253,13 +253,14 @@ def _rated_months(conn: psycopg.Connection, period: Period, meters: MeterSet, te
 
 
 _COPY_CHARGES = ("COPY rated_charges (period_start, charge_id, contract_id, position, kind, chain, meter, description,"
-                 " quantity, unit_price, amount, currency, details, dagster_run_id) FROM STDIN")
+                 " quantity, unit_price, amount, currency, details, plan_id, dagster_run_id) FROM STDIN")
 
 
 def _write_charges(copy: psycopg.Copy, period: Period, month: ContractMonth, run_id: str | None) -> None:
     for position, c in enumerate(month.charges, start=1):
         copy.write_row((period.start, c.charge_id, c.contract_id, position, c.kind, c.chain, c.meter,
-                        c.description, c.quantity, c.unit_price, c.amount, c.currency, json.dumps(c.details), run_id))
+                        c.description, c.quantity, c.unit_price, c.amount, c.currency, json.dumps(c.details), c.plan_id,
+                        run_id))
 
 
 def _check_priced_meters(terms: list[ContractTerms], meters: MeterSet) -> None:

@@ -1,7 +1,9 @@
 -- Margin per chain and month, in USD: revenue against infrastructure cost (seed infra_costs:
 -- a fixed monthly cost plus a cost per million requests, effective from valid_from).
 -- Revenue tied to no chain (base fees, true-ups, discounts) is shared out over a contract's
--- chains by its requests on each; a contract with no requests keeps it under 'unallocated'.
+-- chains by its requests on each, on the days it covers (an org's contract that ended mid-month
+-- and its successor each share their own fee by their own days' traffic); a contract with no
+-- requests keeps it under 'unallocated'.
 with lines as (
     select l.*, {{ to_usd('l.amount') }} as amount_usd
     from {{ ref('stg_invoice_lines') }} l
@@ -10,7 +12,8 @@ with lines as (
 ), usage as (
     select u.period_start, c.contract_id, u.chain, sum(u.requests) as requests
     from {{ ref('stg_usage_rollups') }} u
-    join {{ ref('stg_contracts') }} c using (org_id)
+    join {{ ref('stg_contracts') }} c
+      on c.org_id = u.org_id and u.day >= c.first_day and (c.end_day is null or u.day < c.end_day)
     where {{ this_month('u.period_start') }}
     group by 1, 2, 3
 ), shares as (

@@ -1,18 +1,22 @@
 -- Revenue per month, plan and invoice currency (and USD), with the number of contracts billed.
-with documents as (
-    select * from {{ ref('stg_invoices') }} where {{ this_month() }} and (is_current or is_issued)
+-- Summed from the invoice lines by the plan that priced each line's charge: a contract amended
+-- to another plan mid-month bills its days before under the old plan and its days after under
+-- the new one, and is counted under both (summing its documents under the contract's signed plan
+-- put the whole month there).
+with lines as (
+    select * from {{ ref('stg_invoice_lines') }} where {{ this_month() }} and (is_current or is_issued)
 )
 select
-    d.period_start,
-    c.plan_id,
-    c.plan_name,
-    d.currency,
-    count(distinct case when d.is_current then d.contract_id end) as contracts,
-    sum(case when d.is_current then d.subtotal else 0 end) as revenue,
-    sum(case when d.is_issued then d.subtotal else 0 end) as revenue_issued,
-    {{ to_usd("sum(case when d.is_current then d.subtotal else 0 end)") }} as revenue_usd,
-    {{ to_usd("sum(case when d.is_issued then d.subtotal else 0 end)") }} as revenue_issued_usd
-from documents d
-join {{ ref('stg_contracts') }} c using (contract_id)
-left join {{ ref('reporting_fx_rates') }} fx on fx.period_start = d.period_start and fx.currency = d.currency
-group by d.period_start, c.plan_id, c.plan_name, d.currency, fx.usd_per_unit
+    l.period_start,
+    l.plan_id,
+    p.name as plan_name,
+    l.currency,
+    count(distinct case when l.is_current then l.contract_id end) as contracts,
+    sum(case when l.is_current then l.amount else 0 end) as revenue,
+    sum(case when l.is_issued then l.amount else 0 end) as revenue_issued,
+    {{ to_usd("sum(case when l.is_current then l.amount else 0 end)") }} as revenue_usd,
+    {{ to_usd("sum(case when l.is_issued then l.amount else 0 end)") }} as revenue_issued_usd
+from lines l
+join {{ billing_table('plans', 'contracts') }} p using (plan_id)
+left join {{ ref('reporting_fx_rates') }} fx on fx.period_start = l.period_start and fx.currency = l.currency
+group by l.period_start, l.plan_id, p.name, l.currency, fx.usd_per_unit
