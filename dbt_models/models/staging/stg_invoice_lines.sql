@@ -1,6 +1,7 @@
 -- One row per invoice line, with its document's flags and the chain, kind and plan of the rated
--- charge it rounds. A line of a charge since re-rated away keeps no chain ('all chains') and takes
--- its contract's plan; so does a charge rated before charges named their plan.
+-- charge it rounds. A line of a charge since re-rated away keeps no chain ('all chains') and no
+-- plan (nor does a charge rated before charges named their plan): revenue_per_plan then takes the
+-- contract's.
 select
     l.invoice_id,
     l.line_no,
@@ -14,12 +15,11 @@ select
     i.is_issued,
     r.kind,
     coalesce(r.chain, 'all chains') as chain,
-    coalesce(r.plan_id, c.plan_id) as plan_id,
+    r.plan_id,
     l.quantity,
     l.amount,
     l.currency
 from {{ billing_table('invoice_lines', 'invoices') }} l
 join {{ ref('stg_invoices') }} i using (invoice_id)
-join {{ source('billing', 'contracts') }} c on c.contract_id = i.contract_id
 left join {{ source('billing', 'rated_charges') }} r
   on r.charge_id = l.charge_id and r.period_start = i.period_start
