@@ -5,7 +5,7 @@ Both are measured against what the other charges come to on the invoice, each ro
 line is (``_on_invoice``), not against their exact sum: the customer reads "100% off" or "a
 minimum of 100.00" against the lines printed above it. Measured against the exact sum, a 100%
 discount of lines of 0.11 and 0.05 (exactly 0.105 and 0.045) was -0.15 and left 0.01 due, and a
-true-up to 100.00 over lines rounded up from 99.985 made the month 100.01."""
+true-up to 100.00 over lines rounded up from 99.985 made the month 100.02."""
 
 from __future__ import annotations
 
