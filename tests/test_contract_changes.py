@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import psycopg
@@ -9,8 +10,11 @@ import pytest
 
 from billing_pipeline.close import close_month
 from billing_pipeline.domain.periods import Period
+from billing_pipeline.domain.plans import MeteredCharge, Plan
+from billing_pipeline.domain.price_models import PerUnit
 from billing_pipeline.steps.invoicing import credit_balances
 from billing_pipeline.steps.rating import load_terms
+from billing_pipeline.stores.plans import sync_plans
 from billing_pipeline.stores.postgres import transaction
 from month_fixture import amend_ctr_d_to_filler_plus, split_ctr_a_on_the_10th
 
@@ -82,6 +86,30 @@ def test_contract_of_another_type_than_its_plan_is_refused(october, billing_defs
     with transaction(october) as conn:
         conn.execute("UPDATE contracts SET contract_type = 'FIXED' WHERE contract_id = 'CTR-A'")
     with pytest.raises(RunFailedError, match="contract CTR-A is FIXED but its plan pro_test is METERED"):
+        close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+
+
+@pytest.mark.parametrize("plan, refusal", [
+    (Plan(plan_id="fixed_yearly", name="Enterprise (yearly)", type="FIXED", currency="USD", billing_cycle="YEARLY",
+          base_fee=D(12000)),
+     "names plan fixed_yearly, billed YEARLY; the contract is billed MONTHLY (a change of billing cycle is a new "
+     "contract)"),
+    (Plan(plan_id="filler_eur", name="Filler EU", type="METERED", currency="EUR",
+          charges=[MeteredCharge(meter="requests", unit="request", price=PerUnit(unit_price=D("0.001")))]),
+     "names plan filler_eur, priced in EUR; the contract bills in USD"),
+])
+def test_an_amendment_to_another_billing_cycle_or_currency_is_refused_by_name(october, billing_defs, instance, plan,
+                                                                              refusal):
+    """CTR-D (monthly, USD) amended from 16 October. To a yearly plan it billed no fee at all: a yearly
+    fee is charged in the month its contract year starts (January). To a EUR plan rating failed
+    without naming the amendment."""
+    from billing_pipeline.close import RunFailedError
+
+    with transaction(october) as conn:
+        sync_plans(conn, {plan.plan_id: plan})
+        conn.execute("""INSERT INTO contract_amendments (contract_id, effective_from, plan_id, reason)
+                        VALUES ('CTR-D', '2026-10-16T00:00:00Z', %s, 'upgrade')""", (plan.plan_id,))
+    with pytest.raises(RunFailedError, match=re.escape(f"contract CTR-D: amendment from 2026-10-16 00:00 UTC {refusal}")):
         close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
 
 

@@ -184,15 +184,28 @@ def _days_needed(terms: list[ContractTerms], period: Period) -> list[date]:
 
 
 def _amendments(conn: psycopg.Connection, period: Period, plans: dict[str, Plan]) -> dict[str, list[Amendment]]:
+    """Each contract's amendments in force by the end of the period. An amendment may change the
+    plan, not the currency or the billing cycle the contract is billed in: a yearly fee is charged
+    in the month the contract year starts, so a monthly contract moved to a yearly plan in October
+    would bill no fee until January. Such a change is a new contract; the amendment is refused."""
     found: dict[str, list[Amendment]] = defaultdict(list)
-    for contract_id, effective_from, plan_id, price_fixed, commitment, reason in conn.execute(
-            """SELECT contract_id, effective_from, plan_id, price_fixed, minimum_commitment, reason
-               FROM contract_amendments WHERE effective_from < %s ORDER BY contract_id, effective_from""",
+    for contract_id, effective_from, plan_id, price_fixed, commitment, reason, currency, cycle in conn.execute(
+            """SELECT a.contract_id, a.effective_from, a.plan_id, a.price_fixed, a.minimum_commitment, a.reason,
+                      c.currency, c.billing_cycle
+               FROM contract_amendments a JOIN contracts c USING (contract_id)
+               WHERE a.effective_from < %s ORDER BY a.contract_id, a.effective_from""",
             (period.end_utc,)):
-        if plan_id not in plans:
-            raise BillingError(f"contract {contract_id}: amendment from {effective_from} names unknown plan {plan_id!r}")
-        found[contract_id].append(Amendment(effective_from, plans[plan_id], _decimal(price_fixed),
-                                            _decimal(commitment), reason))
+        named = f"contract {contract_id}: amendment from {effective_from.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+        plan = plans.get(plan_id)
+        if plan is None:
+            raise BillingError(f"{named} names unknown plan {plan_id!r}")
+        if plan.currency != currency.strip():
+            raise BillingError(f"{named} names plan {plan_id}, priced in {plan.currency}; the contract bills in "
+                               f"{currency.strip()} (a change of currency is a new contract)")
+        if plan.billing_cycle != cycle:
+            raise BillingError(f"{named} names plan {plan_id}, billed {plan.billing_cycle}; the contract is billed "
+                               f"{cycle} (a change of billing cycle is a new contract)")
+        found[contract_id].append(Amendment(effective_from, plan, _decimal(price_fixed), _decimal(commitment), reason))
     return found
 
 
