@@ -199,9 +199,10 @@ def _amendments(conn: psycopg.Connection, period: Period, plans: dict[str, Plan]
         plan = plans.get(plan_id)
         if plan is None:
             raise BillingError(f"{named} names unknown plan {plan_id!r}")
-        if plan.currency != currency.strip():
+        currency = currency.strip()  # char(3)
+        if plan.currency != currency:
             raise BillingError(f"{named} names plan {plan_id}, priced in {plan.currency}; the contract bills in "
-                               f"{currency.strip()} (a change of currency is a new contract)")
+                               f"{currency} (a change of currency is a new contract)")
         if plan.billing_cycle != cycle:
             raise BillingError(f"{named} names plan {plan_id}, billed {plan.billing_cycle}; the contract is billed "
                                f"{cycle} (a change of billing cycle is a new contract)")

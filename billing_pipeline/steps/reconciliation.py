@@ -102,6 +102,10 @@ def rollups_match_clickhouse(store: UsageStore, db_url: str, start: datetime, en
     return Finding(not rows, rows, {"days": len(set(clickhouse) | set(postgres)), "differences": len(rows)})
 
 
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), timezone.utc)
+
+
 def late_raw_rows(store: UsageStore, db_url: str, days: int = 35, today: date | None = None) -> Finding:
     """Raw rows that arrived for a day after its rollup: rows in ClickHouse now minus rows the
     rollup counted, for the last ``days`` days rolled up."""
@@ -113,8 +117,7 @@ def late_raw_rows(store: UsageStore, db_url: str, days: int = 35, today: date | 
     if not seen:
         return Finding(True, [], {"days_checked": 0, "late_rows": 0})
     now = {r["day"]: r["raw_rows"] for r in store.query_arrow(sql_text("usage_raw_counts"), {
-        "since": datetime.combine(min(seen), time(), timezone.utc),
-        "until": datetime.combine(max(seen) + timedelta(days=1), time(), timezone.utc)}).to_pylist()}
+        "since": _utc_midnight(min(seen)), "until": _utc_midnight(max(seen) + timedelta(days=1))}).to_pylist()}
     rows = [(day, counted, now.get(day, 0), now.get(day, 0) - counted, rolled_up_at)
             for day, (counted, rolled_up_at) in sorted(seen.items()) if now.get(day, 0) != counted]
     return Finding(not rows, rows, {"days_checked": len(seen), "late_rows": sum(r[3] for r in rows)})
@@ -183,10 +186,6 @@ def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
         """SELECT count(*), coalesce(sum(requests), 0) FROM usage_rollups WHERE day >= %(start)s AND day < %(end)s""",
         params).fetchone()
     return Finding(not rows, rows, {"rollup_rows": counted[0], "requests": int(counted[1]), "problems": len(rows)})
-
-
-def _utc_midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), timezone.utc)
 
 
 def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:
