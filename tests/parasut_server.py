@@ -676,25 +676,27 @@ class FakeParasut:
             if Decimal(a["vat_rate"]) not in VAT_RATES:
                 raise unprocessable(f"details[{i}]: vat_rate {a['vat_rate']} is not a valid KDV rate "
                                     f"(allowed: 0, 1, 8, 10, 18, 20)")
-            for name in ("discount_value", "excise_duty_value", "communications_tax_rate", "vat_withholding_rate"):
+            for name in ("excise_duty_value", "communications_tax_rate", "vat_withholding_rate"):
                 if a.get(name):
                     raise unprocessable(f"details[{i}].{name} is not modelled by this fake (totals would be wrong)")
             if ((d.get("relationships") or {}).get("product") or {}).get("data"):
                 raise unprocessable(f"details[{i}]: products are not modelled by this fake")
-            net = _money(Decimal(a["quantity"]) * Decimal(a["unit_price"]))
-            vat = _money(net * Decimal(a["vat_rate"]) / 100)
-            rows.append((a, net, vat))
-        gross = sum((net for _, net, _ in rows), Decimal("0.00"))
-        total_vat = sum((vat for _, _, vat in rows), Decimal("0.00"))
-        net_total = gross + total_vat
+            line = _money(Decimal(a["quantity"]) * Decimal(a["unit_price"]))
+            discount = self._line_discount(i, a, line)
+            vat = _money((line - discount) * Decimal(a["vat_rate"]) / 100)
+            rows.append((a, line, discount, vat))
+        gross = sum((line for _, line, _, _ in rows), Decimal("0.00"))
+        total_discount = sum((discount for _, _, discount, _ in rows), Decimal("0.00"))
+        total_vat = sum((vat for *_, vat in rows), Decimal("0.00"))
+        net_total = gross - total_discount + total_vat
         rate = Decimal(attrs.get("exchange_rate") or 1)
         stamp = self._stamp()
         zero = Decimal("0.00")
         inv_id = self._id()
         detail_ids = []
-        for a, net, _vat in rows:
+        for a, line, discount, _vat in rows:
             detail = {"id": self._id(), "sales_invoice_id": inv_id, "attributes": {
-                **a, "net_total": net, "vat_withholding": zero, "created_at": stamp, "updated_at": stamp}}
+                **a, "net_total": line - discount, "vat_withholding": zero, "created_at": stamp, "updated_at": stamp}}
             self.state.details[detail["id"]] = detail
             detail_ids.append(detail["id"])
         series, number = attrs.get("invoice_series"), attrs.get("invoice_id")
@@ -702,15 +704,29 @@ class FakeParasut:
                    "attributes": {
                        "currency": "TRL", **attrs,
                        "gross_total": gross, "total_vat": total_vat, "net_total": net_total,
-                       "before_taxes_total": gross, "remaining": net_total,
+                       "before_taxes_total": gross - total_discount, "remaining": net_total,
                        "remaining_in_trl": _money(net_total * rate),
-                       "total_discount": zero, "total_invoice_discount": zero, "total_excise_duty": zero,
+                       "total_discount": total_discount, "total_invoice_discount": zero, "total_excise_duty": zero,
                        "total_communications_tax": zero, "total_vat_withholding": zero, "withholding": zero,
                        "payment_status": "unpaid", "archived": False,
                        "invoice_no": f"{series or ''}{number}" if number is not None else None,
                        "created_at": stamp, "updated_at": stamp}}
         self.state.sales_invoices[inv_id] = invoice
         return Reply(201, self._with_included({"data": self._invoice_resource(invoice)}, [invoice], params))
+
+    @staticmethod
+    def _line_discount(i: int, a: dict, line: Decimal) -> Decimal:
+        """A detail's discount: Parasut takes an amount or a percentage; only the amount is modelled
+        (how Parasut rounds a percentage is not known here)."""
+        if not a.get("discount_value"):
+            return Decimal("0.00")
+        if a.get("discount_type") != "amount":
+            raise unprocessable(f"details[{i}].discount_type {a.get('discount_type')!r} is not modelled by this "
+                                "fake (only 'amount')")
+        discount = _money(Decimal(a["discount_value"]))
+        if discount < 0 or discount > line:
+            raise unprocessable(f"details[{i}].discount_value {discount} is outside 0..{line} (the line's amount)")
+        return discount
 
     def _list_sales_invoices(self, path_params, params, document) -> Reply:
         special = {
@@ -795,6 +811,10 @@ class FakeParasut:
         inv = self.state.sales_invoices.get(inv_id)
         if inv is None:
             raise unprocessable(f"sales invoice {inv_id} does not exist")
+        for detail_id in inv["detail_ids"]:  # GIB refuses a negative line: a discount is a line's allowance
+            if Decimal(self.state.details[detail_id]["attributes"]["net_total"]) < 0:
+                raise unprocessable(f"sales invoice {inv_id}: detail {detail_id} is negative; an e-document takes "
+                                    "no negative line (give the lines a discount_value instead)")
         contact = self.state.contacts[inv["contact_id"]]
         vkn = str(contact["attributes"].get("tax_number") or "")
         addresses = [a for v, a in self._inbox_list() if v == vkn]

@@ -10,6 +10,7 @@ import sys
 from datetime import date
 from decimal import Decimal
 
+import dagster as dg
 import psycopg
 import pytest
 
@@ -162,7 +163,6 @@ def _close_with(october, chdb_path, instance, fx, tr_contract="CTR-A"):
 
 
 def _latest_check(instance, name: str):
-    import dagster as dg
     record = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(dg.AssetKey("fx_snapshot"), name), limit=1)[0]
     return record.evaluation.passed
@@ -220,3 +220,29 @@ def test_the_bulletin_of_today_in_istanbul_is_read_from_today_xml(fx):
     document = sources(fx).tcmb(today)
     assert fx.requests[-1] == "/kurlar/today.xml"
     assert parse_tcmb(document.body, expected_date=today).rates["USD"] == Decimal("34.9000")
+
+
+def test_a_month_free_in_dollars_is_free_in_lira_and_the_checks_agree(october, chdb_path, instance, fx):
+    """CTR-A Turkish with 100% off at 34.5000 TRY per USD: its lines 0.05 and 0.11 USD are 1.73 (1.725) and
+    3.80 (3.795) TRY, 5.53 together, and the discount's -0.16 USD converts to -5.52: the month came to
+    0.01 TRY and 0.01 KDV. The discount takes -5.53 (the lira check says why it differs), so it is free."""
+    fx.publish_tcmb(OCT_30, {"USD": (1, "34.5000")})
+    with psycopg.connect(october, autocommit=True) as conn:
+        conn.execute("""INSERT INTO contract_discounts (contract_id, discount_id, kind, value, valid_from, description)
+                        VALUES ('CTR-A', 'free', 'PERCENT', 100, '2026-10-01', 'Free month')""")
+    _close_with(october, chdb_path, instance, fx)
+    with psycopg.connect(october) as conn:
+        invoice = conn.execute("SELECT subtotal::text, tax::text, total::text FROM invoices "
+                               "WHERE invoice_id = 'CTR-A:2026-10:v1'").fetchone()
+        lines = conn.execute("""SELECT source_amount::text, amount::text, discount_share::text, vat_amount::text
+                                FROM invoice_lines WHERE invoice_id = 'CTR-A:2026-10:v1' ORDER BY line_no""").fetchall()
+    assert invoice == ("0.0000", "0.0000", "0.0000")
+    assert lines == [("0.0500", "1.7300", "1.7300", "0.0000"), ("0.1100", "3.8000", "3.8000", "0.0000"),
+                     ("-0.1600", "-5.5300", None, "0.0000")]
+    drafts = {c: (record.evaluation.passed, record.evaluation.metadata) for c in ("drafts_add_up", "lira_lines_match_rate")
+              for record in instance.event_log_storage.get_asset_check_execution_history(
+                  dg.AssetCheckKey(dg.AssetKey("invoice_drafts"), c), limit=1)}
+    assert drafts["drafts_add_up"][0] is True and drafts["lira_lines_match_rate"][0] is True
+    assert {k: drafts["lira_lines_match_rate"][1][k].value for k in ("converted_lines", "differing",
+                                                                     "free_months_rounded_to_zero")} == {
+        "converted_lines": 3, "differing": 0, "free_months_rounded_to_zero": 1}

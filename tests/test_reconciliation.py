@@ -7,6 +7,7 @@ import json
 from datetime import date, datetime, timezone
 
 import dagster as dg
+import pytest
 
 from billing_pipeline.domain.periods import Period
 from billing_pipeline.sensors.check_alerts import check_alerts
@@ -29,9 +30,35 @@ def test_a_lira_line_off_by_a_kurus_is_shown_with_both_sides(db_url):
         conn.execute("UPDATE invoice_lines SET source_amount = 0.11, source_currency = 'USD', fx_rate = 34.5678, "
                      "amount = 3.81 WHERE invoice_id = 'CTR-P:2026-10:v1' AND line_no = 2")  # 3.80 expected
         finding = lira_lines_match_rate(conn, OCTOBER)
-    assert not finding.passed and finding.counts == {"converted_lines": 2, "differing": 1}
+    assert not finding.passed and finding.counts == {"converted_lines": 2, "differing": 1,
+                                                     "free_months_rounded_to_zero": 0}
     assert [tuple(str(v) for v in row) for row in finding.rows] == [
         ("CTR-P:2026-10:v1", "2", "0.1100", "34.5678000000", "3.8100", "3.80", "0.0100")]
+
+
+@pytest.mark.parametrize("source,discount,subtotal,free", [("-0.16", "-5.53", "0", True),
+                                                           ("-0.16", "-5.51", "0.02", False),
+                                                           ("-0.15", "-5.53", "0", False)],
+                         ids=["free in dollars and lira: accepted and counted", "not free in lira: shown",
+                              "not free in dollars: shown"])
+def test_only_a_month_free_in_dollars_may_have_its_discount_take_the_lira_roundings(db_url, source, discount,
+                                                                                   subtotal, free):
+    # at 34.5000: 0.05 and 0.11 USD are 1.73 (1.725) and 3.80 (3.795); 100% off, -0.16 USD, is -5.52 (-5.52)
+    with transaction(db_url) as conn:
+        seed_turkish_drafts(conn)
+        for line_no, line_source in ((1, "0.05"), (2, "0.11")):
+            conn.execute("UPDATE invoice_lines SET source_amount = %s, source_currency = 'USD', fx_rate = 34.5 "
+                         "WHERE invoice_id = 'CTR-P:2026-10:v1' AND line_no = %s", (line_source, line_no))
+        conn.execute("""INSERT INTO invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,
+                            amount, currency, source_amount, source_currency, fx_rate)
+                        VALUES ('CTR-P:2026-10:v1', 3, 'CTR-P:2026-10:DISCOUNT:d', 'Discount', 1, %s, %s, 'TRY',
+                                %s, 'USD', 34.5)""", (discount, discount, source))
+        conn.execute("UPDATE invoices SET subtotal = %s, tax = 0, total = %s WHERE invoice_id = 'CTR-P:2026-10:v1'",
+                     (subtotal, subtotal))
+        finding = lira_lines_match_rate(conn, OCTOBER)
+    assert finding.passed is free
+    assert finding.counts == {"converted_lines": 3, "differing": 0 if free else 1,
+                              "free_months_rounded_to_zero": 1 if free else 0}
 
 
 def test_renewal_notices_list_contracts_ending_within_30_days_without_auto_renew(db_url):

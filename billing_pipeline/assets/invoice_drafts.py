@@ -29,7 +29,9 @@ from .reporting import failures_as_messages, markdown_table, money_text
                     "month that fails it."),
         dg.AssetCheckSpec(
             "lira_lines_match_rate", asset="invoice_drafts", blocking=True,
-            description="Each lira line equals its source line times the month's TCMB rate, rounded to the kurus.")],
+            description="Each lira line equals its source line times the month's TCMB rate, rounded to the kurus; "
+                        "only the last discount line of a month free in the contract's currency differs, taking the "
+                        "lines' roundings so that the month is free in lira too.")],
 )
 def invoice_drafts(context: dg.AssetExecutionContext, billing_db: BillingDatabase) -> dg.MaterializeResult:
     """DRAFT invoices (subtotal, tax, total, lines rounded once to the minor unit). Re-running

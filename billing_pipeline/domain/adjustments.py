@@ -14,12 +14,11 @@ from datetime import date
 from decimal import Decimal, localcontext
 from typing import Literal
 
+from .discount_shares import REACH
 from .money import round_money
 from .periods import Period
 from .terms import RatedCharge, TermsPart
 
-_SCOPES = {"ALL": {"BASE_FEE", "USAGE", "OVERAGE", "TRUE_UP"}, "USAGE": {"USAGE", "OVERAGE"},
-           "BASE_FEE": {"BASE_FEE"}}
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def apply_discounts(parts: list[TermsPart], period: Period, charges: list[RatedC
         overlap = [x for x in days if x >= d.valid_from and (d.valid_to is None or x < d.valid_to)]
         if not overlap or left <= 0:
             continue
-        base = _on_invoice(charges, currency, _SCOPES[d.applies_to])
+        base = _on_invoice(charges, currency, REACH[d.applies_to])
         with localcontext() as ctx:
             ctx.prec = 60
             if d.kind == "PERCENT":

@@ -2,8 +2,11 @@
 
 Turkish invoices (region TR) are in lira: a contract rated in another currency has each line,
 rounded in that currency, converted at the month's TCMB rate and rounded again to the kurus
-(both amounts kept). KDV is computed per line (as the e-invoice does) at the contract's rate,
-20% unless the contract says otherwise, and the tax is the sum of the lines' KDV.
+(both amounts kept); a month that comes to zero in the contract's currency (a 100% discount)
+comes to zero in lira too: its last discount line takes the lines' separate roundings (a kurus or
+so). KDV is computed per line (as the e-invoice does) at the contract's rate, 20% unless the
+contract says otherwise, on each line net of its share of the discounts (``discount_shares``: an
+e-invoice takes no negative line), and the tax is the sum of the lines' KDV.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from .discount_shares import DISCOUNT, ShareableLine, discount_shares
 from .money import UNIT_PRICE_PLACES, round_money
 from .periods import Period
 from .terms import ContractTerms, RatedCharge
@@ -38,6 +42,7 @@ class InvoiceLine:
     amount: Decimal  # rounded to the currency's minor unit
     vat_amount: Decimal = Decimal(0)  # KDV of this line (Turkish invoices)
     source_amount: Decimal | None = None  # the line in the contract's currency, when converted
+    discount_share: Decimal = Decimal(0)  # what the discounts take of it on a Turkish e-invoice
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,16 @@ def _shown_price(unit_price: Decimal) -> Decimal:
     return unit_price
 
 
+def _free_in_lira_too(priced: list[list]) -> None:
+    """A month that comes to zero in the contract's currency comes to zero in lira: each line is
+    converted and rounded on its own, so 100% off can leave a kurus either way; the last discount
+    line takes it."""
+    discounts = [p for p in priced if p[0].kind == DISCOUNT]
+    rest = sum((p[1] for p in priced), Decimal(0))
+    if discounts and rest and sum((p[2] for p in priced), Decimal(0)) == 0:
+        discounts[-1][1] -= rest
+
+
 def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Period,
                   credit_available: Decimal = Decimal(0), conversion: Conversion | None = None,
                   vat_rate: Decimal | None = None) -> InvoiceDraft:
@@ -86,18 +101,29 @@ def draft_invoice(terms: ContractTerms, charges: list[RatedCharge], period: Peri
     currency = LIRA if conversion is not None else terms.currency
     rate = tax_rate_for(terms.region) if vat_rate is None or terms.region != "TR" else vat_rate
     per_line_tax = terms.region == "TR"
-    lines = []
-    for i, c in enumerate(charges, start=1):
+    priced = []  # (charge, amount, source, unit price shown)
+    for c in charges:
         if c.currency != terms.currency:
             raise ValueError(f"charge {c.charge_id} is in {c.currency}, contract {terms.contract_id} bills in {terms.currency}")
         amount = round_money(c.amount, terms.currency)
-        source = None
-        unit_price = _shown_price(c.unit_price)
-        if conversion is not None:
-            source, amount = amount, round_money(amount * conversion.rate, LIRA)
-            unit_price = _shown_price(c.unit_price * conversion.rate)
-        vat = round_money(amount * rate, currency) if per_line_tax else Decimal(0)
-        lines.append(InvoiceLine(i, c.charge_id, c.description, c.quantity, unit_price, amount, vat, source))
+        if conversion is None:
+            priced.append([c, amount, None, _shown_price(c.unit_price)])
+        else:
+            priced.append([c, round_money(amount * conversion.rate, LIRA), amount,
+                           _shown_price(c.unit_price * conversion.rate)])
+    if conversion is not None:
+        _free_in_lira_too(priced)
+    try:
+        shares = (discount_shares([ShareableLine(i, c.kind, amount, (c.details or {}).get("applies_to"))
+                                   for i, (c, amount, _, _) in enumerate(priced, start=1)], currency)
+                  if per_line_tax else {})
+    except ValueError as e:
+        raise ValueError(f"contract {terms.contract_id}, {period.label}: {e}") from None
+    lines = []
+    for i, (c, amount, source, unit_price) in enumerate(priced, start=1):
+        share = shares.get(i, Decimal(0))
+        vat = round_money((amount - share) * rate, currency) if per_line_tax and c.kind != DISCOUNT else Decimal(0)
+        lines.append(InvoiceLine(i, c.charge_id, c.description, c.quantity, unit_price, amount, vat, source, share))
     subtotal = round_money(sum((line.amount for line in lines), Decimal(0)), currency)  # fixes the exponent
     tax = (round_money(sum((line.vat_amount for line in lines), Decimal(0)), currency) if per_line_tax
            else round_money(subtotal * rate, currency))

@@ -5,8 +5,9 @@ Rounding policy (also in the README):
 - a rated charge keeps its unrounded amount (quantity x unit price, exact);
 - each invoice line is rounded once, half-up (away from zero on a tie), to the minor unit;
 - the invoice subtotal is the sum of the rounded lines, tax is rounded half-up once on the
-  subtotal (Turkish KDV: once per line, as the e-invoice does; domain/invoicing.py), and the
-  total is subtotal + tax. No amount is ever rounded twice;
+  subtotal (Turkish KDV: once per line, on the line less its whole-kurus share of the discounts,
+  as the e-invoice does; domain/invoicing.py, domain/discount_shares.py), and the total is
+  subtotal + tax. No amount is ever rounded twice;
 - a discount or a commitment true-up is computed on the rounded lines it refers to, as the
   customer reads them, and is then a line rounded once itself (domain/adjustments.py).
 """

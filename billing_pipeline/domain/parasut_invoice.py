@@ -7,12 +7,17 @@ Rules (also in the README):
   Parasut computes a line's net as quantity x unit price rounded, and our amounts come from tiered
   and shared prices whose exact product has many digits; sending the amount keeps Parasut's
   figures equal to ours to the kurus. KDV per line at the contract's rate (20% by default).
-- A fixed-price contract goes as one static line ("Monthly RPC Service - 25,000 TL"); its usage
-  goes in an appendix (JSON and PDF) stored in S3 and referenced, with its SHA-256, in the note.
+- An e-invoice takes no negative line: a discount line is not sent; the lines it reduces carry
+  their share of it (``discount_type: amount``, ``discount_value``; spread at drafting, see
+  ``discount_shares``), and their KDV is on what is left of them, as our draft computed it.
+- A fixed-price contract goes as one static line ("Monthly RPC Service - 25,000 TL", less its
+  discount); its usage goes in an appendix (JSON and PDF) stored in S3 and referenced, with its
+  SHA-256, in the note. (An amended fixed contract has two prorated fee lines: both go.)
 - The description carries our invoice id (the reference the sink looks up after an uncertain
   failure) and the signed contract's document hash.
 - Refused before any call: a customer without a valid tax number (VKN, 10 digits; or TCKN, 11
-  digits with its check digits), a KDV rate Turkey does not have, an invoice not in lira.
+  digits with its check digits), a KDV rate Turkey does not have, an invoice not in lira, a draft
+  whose discounts are not spread over its lines or whose KDV is not what Parasut will compute.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+
+from .money import round_money
 
 PARASUT_LIRA = "TRL"
 KDV_RATES = (Decimal(0), Decimal(1), Decimal(8), Decimal(10), Decimal(18), Decimal(20))  # percent
@@ -35,6 +42,7 @@ class TurkishLine:
     description: str
     amount: Decimal  # lira, rounded
     vat_amount: Decimal
+    discount_share: Decimal = Decimal(0)  # what the invoice's discount lines take of it
 
 
 @dataclass(frozen=True)
@@ -120,11 +128,45 @@ def lira_text(amount: Decimal) -> str:
     return f"{amount:,.0f}" if amount == amount.to_integral_value() else f"{amount:,.2f}"
 
 
-def detail_lines(inv: TurkishInvoice) -> list[tuple[str, Decimal]]:
-    """(description, lira amount) per Parasut line; a fixed contract's usage goes to the appendix."""
-    if inv.contract_type == "FIXED" and inv.corrects is None:
-        return [(f"Monthly RPC Service - {lira_text(inv.subtotal)} TL", inv.subtotal)]
-    return [(line.description, line.amount) for line in inv.lines]
+@dataclass(frozen=True)
+class Detail:
+    """One Parasut line, at quantity 1."""
+
+    description: str
+    amount: Decimal  # its unit price
+    discount: Decimal  # its discount_value (an amount), 0 for none
+
+
+def detail_lines(inv: TurkishInvoice) -> list[Detail]:
+    """Parasut's lines: no discount line (the lines it reduces carry it); a fixed contract's usage,
+    at zero, goes to the appendix."""
+    if inv.corrects is not None:  # a correction's lines are differences, all of one sign
+        return [Detail(line.description, line.amount, Decimal(0)) for line in inv.lines]
+    discounted = -sum((line.amount for line in inv.lines if line.amount < 0), Decimal(0))
+    spread = sum((line.discount_share for line in inv.lines), Decimal(0))
+    if spread != discounted:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: its discount lines come to {discounted} TRY but its lines "
+                              f"carry {spread} TRY of them; it was drafted before discounts were spread over the "
+                              "lines: re-draft it (billing close)")
+    if inv.contract_type != "FIXED":
+        return [Detail(line.description, line.amount, line.discount_share) for line in inv.lines if line.amount >= 0]
+    fees = [line for line in inv.lines if line.amount > 0]
+    if len(fees) > 1:
+        return [Detail(line.description, line.amount, line.discount_share) for line in fees]
+    fee = fees[0].amount if fees else Decimal(0)
+    return [Detail(f"Monthly RPC Service - {lira_text(fee)} TL", fee, fees[0].discount_share if fees else Decimal(0))]
+
+
+def details_kdv(inv: TurkishInvoice, details: list[Detail]) -> Decimal:
+    """The KDV Parasut computes: per line, on its amount less its discount, rounded half-up."""
+    return sum((round_money((d.amount - d.discount) * inv.vat_rate, "TRY") for d in details), Decimal(0))
+
+
+def net_of_discounts(attributes: dict) -> Decimal:
+    """A Parasut document's total before KDV: its gross total less its line and invoice discounts
+    (what our subtotal is)."""
+    return sum((Decimal(str(attributes.get(k) or 0)) * sign for k, sign in
+                (("gross_total", 1), ("total_discount", -1), ("total_invoice_discount", -1))), Decimal(0))
 
 
 def reference_text(inv: TurkishInvoice, appendix: str | None = None) -> str:
@@ -141,10 +183,17 @@ def reference_text(inv: TurkishInvoice, appendix: str | None = None) -> str:
 def sales_invoice_body(inv: TurkishInvoice, contact_id: str, appendix: str | None = None) -> dict:
     check_issuable(inv)
     vat = vat_percent(inv)
-    details = [{"type": "sales_invoice_details",
-                "attributes": {"quantity": Decimal(1), "unit_price": amount, "vat_rate": vat,
-                               "description": description[:255]}}
-               for description, amount in detail_lines(inv)]
+    lines = detail_lines(inv)
+    if details_kdv(inv, lines) != inv.tax:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: its KDV {inv.tax} TRY is not what Parasut computes on its "
+                              f"lines ({details_kdv(inv, lines)} TRY): re-draft it (billing close)")
+    details = []
+    for d in lines:
+        attributes = {"quantity": Decimal(1), "unit_price": d.amount, "vat_rate": vat,
+                      "description": d.description[:255]}
+        if d.discount:
+            attributes |= {"discount_type": "amount", "discount_value": d.discount}
+        details.append({"type": "sales_invoice_details", "attributes": attributes})
     return {"data": {
         "type": "sales_invoices",
         "attributes": {"item_type": "invoice", "description": reference_text(inv, appendix),

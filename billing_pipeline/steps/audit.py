@@ -58,7 +58,7 @@ EXPORTS = {
                        FROM invoices WHERE period_start = %(start)s ORDER BY invoice_id""",
     "invoice_lines.csv": """SELECT l.invoice_id, l.line_no, l.charge_id, l.description, l.quantity, l.unit_price,
                                    l.amount, l.currency, l.vat_amount, l.source_amount, l.source_currency, l.fx_rate,
-                                   l.amount_before, l.amount_after
+                                   l.amount_before, l.amount_after, l.discount_share
                             FROM invoice_lines l JOIN invoices i USING (invoice_id)
                             WHERE i.period_start = %(start)s ORDER BY l.invoice_id, l.line_no""",
     "contracts.csv": """SELECT contract_id, org_id, plan_id, contract_type, currency, region, start_at, end_at,

@@ -107,7 +107,8 @@ def _charges_by_contract(conn, period: Period) -> Iterator[tuple[str, list[Rated
     with conn.cursor(name="rated_charges") as cur:
         cur.itersize = 20_000
         cur.execute("""SELECT charge_id, contract_id, kind, chain, meter, description, quantity, unit_price, amount,
-                              currency FROM rated_charges WHERE period_start = %s ORDER BY contract_id, position""",
+                              currency, CASE WHEN kind = 'DISCOUNT' THEN details->>'applies_to' END
+                       FROM rated_charges WHERE period_start = %s ORDER BY contract_id, position""",
                     (period.start,))
         current, charges = None, []
         for row in cur:
@@ -116,7 +117,8 @@ def _charges_by_contract(conn, period: Period) -> Iterator[tuple[str, list[Rated
                     yield current, charges
                 current, charges = row[1], []
             charges.append(RatedCharge(row[0], row[1], row[2], row[3], row[4], row[5], Decimal(row[6]),
-                                       Decimal(row[7]), Decimal(row[8]), row[9].strip()))
+                                       Decimal(row[7]), Decimal(row[8]), row[9].strip(),
+                                       {"applies_to": row[10]} if row[10] else {}))
         if current is not None:
             yield current, charges
 
@@ -192,21 +194,22 @@ def _write_drafts(conn, period: Period, drafted: list[DraftedInvoice], doc_hashe
               i.draft.total, doc_hashes.get(i.draft.contract_id), run_id, period.end,
               *_fx_columns(i.draft), i.problem, i.problem) for i in drafted])
         with cur.copy("COPY invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,"
-                      " amount, currency, vat_rate, vat_amount, source_amount, source_currency, fx_rate)"
+                      " amount, currency, vat_rate, vat_amount, source_amount, source_currency, fx_rate, discount_share)"
                       " FROM STDIN") as copy:
             for i in drafted:
                 source_currency, fx_rate = _fx_columns(i.draft)[:2]
                 for line in i.draft.lines:
                     copy.write_row((i.invoice_id, line.line_no, line.charge_id, line.description, line.quantity,
                                     line.unit_price, line.amount, i.draft.currency, i.draft.tax_rate,
-                                    line.vat_amount, line.source_amount, source_currency, fx_rate))
+                                    line.vat_amount, line.source_amount, source_currency, fx_rate,
+                                    line.discount_share or None))
 
 
 @dataclass(frozen=True)
 class VersionInForce:
     invoice_id: str
     credits_applied: Decimal
-    lines: tuple[tuple, ...]  # (charge_id, description, quantity, amount, vat_amount)
+    lines: tuple[tuple, ...]  # (charge_id, description, quantity, amount, vat_amount, discount_share)
 
 
 def _versions_in_force(conn, period: Period, contract_ids: list[str]) -> dict[str, VersionInForce]:
@@ -218,15 +221,16 @@ def _versions_in_force(conn, period: Period, contract_ids: list[str]) -> dict[st
            ORDER BY contract_id, version DESC""", (period.start, contract_ids))}
     lines: dict[str, list[tuple]] = defaultdict(list)
     for invoice_id, *line in conn.execute(
-            """SELECT invoice_id, charge_id, description, quantity, amount, coalesce(vat_amount, 0)
-               FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no""",
+            """SELECT invoice_id, charge_id, description, quantity, amount, coalesce(vat_amount, 0),
+                      coalesce(discount_share, 0) FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no""",
             ([v[0] for v in versions.values()],)):
         lines[invoice_id].append(tuple(line))
     return {c: VersionInForce(i, credits, tuple(lines[i])) for c, (i, credits) in versions.items()}
 
 
 def _same_lines(current: tuple[tuple, ...], lines) -> bool:
-    return current == tuple((x.charge_id, x.description, x.quantity, x.amount, x.vat_amount) for x in lines)
+    return current == tuple((x.charge_id, x.description, x.quantity, x.amount, x.vat_amount, x.discount_share)
+                            for x in lines)
 
 
 def _fx_columns(draft: InvoiceDraft) -> tuple:

@@ -22,7 +22,8 @@ import psycopg
 
 from ...domain import ledger as ledger_rules
 from ...domain.parasut_invoice import (InvoiceRejected, TurkishInvoice, TurkishLine, appendix_document,
-                                       check_issuable, contact_attributes, sales_invoice_body)
+                                       check_issuable, contact_attributes, net_of_discounts,
+                                       sales_invoice_body)
 from ...domain.periods import Period
 from ...stores import ledger as ledger_store
 from ...stores.postgres import connect, partition_lock_held
@@ -86,10 +87,10 @@ def load_issuable(conn: psycopg.Connection, period: Period,
     awaiting = [r[0] for r in rows if r[20]]
     rows = [r for r in rows if not r[20]]
     lines: dict[str, list[TurkishLine]] = defaultdict(list)
-    for invoice_id, line_no, description, amount, vat in conn.execute(
-            "SELECT invoice_id, line_no, description, amount, coalesce(vat_amount, 0) FROM invoice_lines "
-            "WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no", ([r[0] for r in rows],)):
-        lines[invoice_id].append(TurkishLine(line_no, description, Decimal(amount), Decimal(vat)))
+    for invoice_id, line_no, description, amount, vat, share in conn.execute(
+            "SELECT invoice_id, line_no, description, amount, coalesce(vat_amount, 0), coalesce(discount_share, 0) "
+            "FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no", ([r[0] for r in rows],)):
+        lines[invoice_id].append(TurkishLine(line_no, description, Decimal(amount), Decimal(vat), Decimal(share)))
     invoices = [TurkishInvoice(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9].strip(), r[10], r[11],
                                r[12], Decimal(r[13]), Decimal(r[14]), Decimal(r[15]), Decimal(r[16]),
                                tuple(lines[r[0]]), r[17], r[18], r[19]) for r in rows]
@@ -327,7 +328,7 @@ def record_issued(conn, invoice_id: str, sales_invoice_id: str, attributes: dict
                    e_document_kind = %s, e_document_id = %s, issued_at = now(), sink_error = NULL,
                    sink_error_at = NULL WHERE invoice_id = %s""",
             (SINK, sales_invoice_id, attributes.get("invoice_no"), attributes.get("payment_status"),
-             _dec(attributes.get("gross_total")), _dec(attributes.get("total_vat")), _dec(attributes.get("net_total")),
+             net_of_discounts(attributes), _dec(attributes.get("total_vat")), _dec(attributes.get("net_total")),
              kind, document_id, invoice_id))
         ledger_store.append(conn, [ledger_rules.document_issued(row[5], invoice_id, row[0], row[1].strip(),
                                                                 Decimal(row[2]), Decimal(row[3]), row[6])])
