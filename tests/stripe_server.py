@@ -375,6 +375,9 @@ class FakeStripe:
                 if inv["currency"] != p["currency"]:
                     raise invalid("The currency of the invoice item must match the invoice.", "parameter_invalid",
                                   "currency")
+                if inv["automatic_tax"]["enabled"] and int(p["amount"]) < 0:  # as documented for automatic_tax
+                    raise invalid("Invoice items with negative amounts cannot be added to invoices with automatic "
+                                  "tax enabled.", "parameter_invalid", "amount")
                 if sum(1 for i in s.items.values() if i["invoice"] == inv["id"]) >= 250:
                     raise invalid("An invoice can have at most 250 invoice items.", "invoice_too_many_items")
             item = {"id": self._id("ii"), "object": "invoiceitem", "customer": p["customer"],

@@ -247,6 +247,31 @@ def test_bad_currency_and_negative_total_stop_with_a_reason_others_proceed(db_ur
                                       "total -11.0000 USD); a negative balance is a credit note, not an invoice")]
 
 
+def test_a_discount_under_stripe_tax_stops_before_any_call_and_goes_as_a_negative_item_otherwise(db_url):
+    """Stripe Tax takes no negative invoice item: CTR-T (Stripe Tax on) stops before its first call,
+    instead of leaving a Stripe draft built up to the discount; CTR-A (no Stripe Tax) is issued
+    with its discount as a negative item."""
+    discounted = {**DRAFTS,
+                  "CTR-A:2026-10:v1": ("CTR-A", "org_a", "USD", [("ETH Mainnet - 7 requests", "0.11"),
+                                                                 ("Launch discount (-50%)", "-0.06")], "0"),
+                  "CTR-T:2026-10:v1": ("CTR-T", "org_t", "USD", [("Pro - monthly fee", "49.00"),
+                                                                 ("Launch discount (-10%)", "-4.90")], "0")}
+    with transaction(db_url) as conn:
+        seed_global_drafts(conn, discounted)
+    with StripeServer() as server:
+        result = issue_month(db_url, gateway(server), OCTOBER)
+        assert sorted((o.invoice_id, o.status) for o in result.outcomes) == [
+            ("CTR-A:2026-10:v1", "ISSUED"), ("CTR-C:2026-10:v1", "ISSUED"), ("CTR-T:2026-10:v1", "FAILED")]
+        assert sorted(i["metadata"]["invoice_id"] for i in server.stripe.state.invoices.values()) == [
+            "CTR-A:2026-10:v1", "CTR-C:2026-10:v1"]  # no draft of CTR-T left in Stripe
+        alpha = finalized(server)["CTR-A:2026-10:v1"]
+        assert sorted(i["amount"] for i in items_of(server, alpha["id"])) == [-6, 11] and alpha["subtotal"] == 5
+    assert rows(db_url, "SELECT invoice_id, status, sink_error FROM invoices WHERE sink_error IS NOT NULL") == [
+        ("CTR-T:2026-10:v1", "DRAFT", "invoice CTR-T:2026-10:v1: line 2 (Launch discount (-10%), -4.9000 USD) is "
+                                      "negative and Stripe Tax takes no negative invoice item; issue it without "
+                                      "Stripe Tax (contracts.stripe_tax) or without the discount")]
+
+
 def test_more_than_250_lines_fold_into_the_last_item_and_totals_match(db_url):
     lines = [(f"Chain {n} - {n} requests", f"{n / 100:.2f}") for n in range(1, 301)]
     with transaction(db_url) as conn:

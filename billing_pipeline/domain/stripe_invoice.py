@@ -10,7 +10,9 @@ Rules (also in the README):
   it finalizes, so Stripe's subtotal and total stay equal to ours and amount_due equals our total.
 - Idempotency keys are derived from (invoice id, which carries the version; step; line number),
   so a retry or a re-run after a crash repeats the same request, never a new one.
-- Refused before any call: a currency Stripe does not take, a negative subtotal or total.
+- Refused before any call: a currency Stripe does not take, a negative subtotal or total, a
+  negative line (a discount) on a contract taxed by Stripe Tax, which takes no negative invoice
+  item (stopping before the first call leaves no half-built draft in Stripe).
 """
 
 from __future__ import annotations
@@ -136,6 +138,12 @@ def check_issuable(inv: IssuableInvoice) -> None:
                               f"{COLLECTION_METHODS}")
     if not inv.lines:
         raise InvoiceRejected(f"invoice {inv.invoice_id}: has no lines")
+    negative = [line for line in inv.lines if line.amount < 0]
+    if inv.stripe_tax and negative:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: line {negative[0].line_no} ({negative[0].description}, "
+                              f"{negative[0].amount} {inv.currency}) is negative and Stripe Tax takes no negative "
+                              f"invoice item; issue it without Stripe Tax (contracts.stripe_tax) or without the "
+                              f"discount")
     if minor_units(inv.currency) == 3:
         odd = [line.line_no for line in inv.lines if line.amount != line.amount.quantize(Decimal("0.01"))]
         if odd:
