@@ -22,7 +22,7 @@ from billing_pipeline.steps.corrections import complete_versions, plan_correctio
 from billing_pipeline.steps.reconciliation import parasut_live_totals
 from billing_pipeline.stores.postgres import transaction
 from parasut_fixture import reset as reset_turkish, seed_turkish_drafts
-from stripe_fixture import reset as reset_global, seed_global_drafts
+from stripe_fixture import DRAFTS, reset as reset_global, seed_global_drafts
 from stripe_server import StripeServer
 from test_parasut_sink import FAST as FAST_POLLS, OCTOBER, CrashingTransport, client, parasut
 from test_stripe_sink import CrashingClient, SimulatedCrash, gateway
@@ -88,6 +88,28 @@ def _check_stripe_once(url: str, server, mark: int) -> None:
         ("CTR-A:2026-10:v2:credit-note", "ISSUED", "-0.0300"), ("CTR-A:2026-10:v2:supplementary", "ISSUED", "0.0400")]
     assert rows(url, "SELECT event, count(DISTINCT tx_id) FROM ledger WHERE entry_id > %s GROUP BY 1 ORDER BY 1",
                 mark) == [("CREDIT_NOTE", 1), ("SUPPLEMENTARY_ISSUED", 1)]
+
+
+def test_a_discount_that_grew_is_credited_as_a_custom_line(db_url):
+    """CTR-A issued as 0.11 + 0.05 - 0.06 (its discount a negative Stripe item), re-drafted with the
+    discount at -0.08: the credit note credits 0.02. Stripe credits only what a line charged, so it
+    goes as a custom line (against the discount's own line Stripe refused it)."""
+    drafts = {**DRAFTS, "CTR-A:2026-10:v1": ("CTR-A", "org_a", "USD", [
+        ("ETH Mainnet - 7 requests", "0.11"), ("BSC Mainnet - 3 requests", "0.05"), ("Launch discount", "-0.06")], "0")}
+    with transaction(db_url) as conn:
+        seed_global_drafts(conn, drafts)
+    with StripeServer() as server:
+        stripe_issuing.issue_month(db_url, gateway(server), OCTOBER, concurrency=1)
+        with transaction(db_url) as conn:
+            new_version(conn, "CTR-A:2026-10:v1", {3: ("-0.08", "0")})
+        _stripe_corrections(db_url, gateway(server))
+        notes = list(server.stripe.state.credit_notes.values())
+    assert [[(x["type"], x["amount"], x["description"]) for x in n["lines"]["data"]] for n in notes] == [
+        [("custom_line_item", 2, "Correction: Launch discount")]]
+    assert rows(db_url, "SELECT invoice_id, status, total::text FROM invoices WHERE invoice_id LIKE 'CTR-A%%' "
+                        "ORDER BY 1") == [("CTR-A:2026-10:v1", "ISSUED", "0.1000"),
+                                          ("CTR-A:2026-10:v2", "CORRECTED", "0.0800"),
+                                          ("CTR-A:2026-10:v2:credit-note", "ISSUED", "-0.0200")]
 
 
 def _clean_stripe_calls(url: str) -> int:

@@ -2,7 +2,8 @@
 
 Each credit note line credits the line of the issued invoice that carried the same rated charge
 (`invoice_line_item` with an amount, so Stripe Tax credits its share of tax itself); a charge the
-invoice did not carry becomes a custom line. What the invoice still has open is reduced first
+invoice did not carry, or carried as a negative line (a discount that grew: Stripe credits only
+what a line charged), becomes a custom line. What the invoice still has open is reduced first
 (Stripe's pre-payment part); whatever was already paid goes to the customer's balance
 (`credit_amount`), which Stripe applies to their next invoice. A credit note is created in one
 call, with an idempotency key per document; after an uncertain attempt the invoice's credit notes
@@ -64,9 +65,12 @@ def load_credit_notes(conn: psycopg.Connection, period: Period) -> list[CreditNo
 
 def credit_note_lines(note: CreditNote, stripe_lines: list[dict], original_line_nos: dict[str, int]) -> list[dict]:
     """Stripe credit note lines: each against the Stripe line that carried the charge on the issued
-    invoice (found by our line number in its metadata, a folded range included), else custom."""
+    invoice (found by our line number in its metadata, a folded range included) and charged for it,
+    else custom."""
     by_line_no: dict[int, str] = {}
     for line in stripe_lines:
+        if int(line.get("amount") or 0) <= 0:  # a discount's line: nothing on it to credit
+            continue
         ref = (line.get("metadata") or {}).get("line_nos") or ""
         first, _, last = ref.partition("-")
         if first.isdigit():
