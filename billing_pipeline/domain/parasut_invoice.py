@@ -163,8 +163,11 @@ def details_kdv(inv: TurkishInvoice, details: list[Detail]) -> Decimal:
 
 
 def net_of_discounts(attributes: dict) -> Decimal:
-    """A Parasut document's total before KDV: its gross total less its line and invoice discounts
-    (what our subtotal is)."""
+    """A Parasut document's total before KDV, what our subtotal is: its ``before_taxes_total``
+    ("Vergiler Haric Toplam"), else its ``gross_total`` ("Ara toplam") less its line and invoice
+    discounts (a purchase bill has no ``before_taxes_total``)."""
+    if attributes.get("before_taxes_total") is not None:
+        return Decimal(str(attributes["before_taxes_total"]))
     return sum((Decimal(str(attributes.get(k) or 0)) * sign for k, sign in
                 (("gross_total", 1), ("total_discount", -1), ("total_invoice_discount", -1))), Decimal(0))
 
