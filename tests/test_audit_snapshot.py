@@ -253,3 +253,13 @@ def test_an_auditor_recomputes_every_rated_charge_from_the_snapshot_alone(snapsh
     # and whom each invoice was issued to, as a tax authority asks
     buyers = {r["org_id"]: (r["legal_name"], r["tax_id"]) for r in rows("customers.csv")}
     assert {r["org_id"] for r in rows("invoices.csv")} <= set(buyers) and buyers["org_b"] == ("Beta A.S.", "1234567890")
+    # and each Turkish invoice's KDV, as the e-invoice computes it: per line, on the line less its
+    # share of the discounts, rounded half-up (a discount line carries none: its lines carry it)
+    from billing_pipeline.domain.money import round_money
+    kdv = {}
+    for line in (x for x in rows("invoice_lines.csv") if Decimal(x["amount"]) >= 0):
+        kdv.setdefault(line["invoice_id"], []).append(Decimal(line["amount"]) - (decimal(line["discount_share"]) or 0))
+    turkish = {r["invoice_id"]: (Decimal(r["tax"]), Decimal(r["tax_rate"])) for r in rows("invoices.csv")
+               if r["currency"].strip() == "TRY" and r["kind"] == "INVOICE"}
+    assert {i: sum(round_money(net * rate, "TRY") for net in kdv[i]) for i, (_, rate) in turkish.items()} == {
+        i: tax for i, (tax, _) in turkish.items()} == {"CTR-B:2026-10:v1": Decimal("5000.0000")}
