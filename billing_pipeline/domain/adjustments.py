@@ -20,7 +20,6 @@ from .periods import Period
 from .terms import RatedCharge, TermsPart
 
 
-
 @dataclass(frozen=True)
 class Discount:
     discount_id: str

@@ -187,9 +187,10 @@ def sales_invoice_body(inv: TurkishInvoice, contact_id: str, appendix: str | Non
     check_issuable(inv)
     vat = vat_percent(inv)
     lines = detail_lines(inv)
-    if details_kdv(inv, lines) != inv.tax:
+    kdv = details_kdv(inv, lines)
+    if kdv != inv.tax:
         raise InvoiceRejected(f"invoice {inv.invoice_id}: its KDV {inv.tax} TRY is not what Parasut computes on its "
-                              f"lines ({details_kdv(inv, lines)} TRY): re-draft it (billing close)")
+                              f"lines ({kdv} TRY): re-draft it (billing close)")
     details = []
     for d in lines:
         attributes = {"quantity": Decimal(1), "unit_price": d.amount, "vat_rate": vat,
