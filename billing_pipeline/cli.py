@@ -402,16 +402,21 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from .stores.ledger import verify
+    from .stores.ledger import documents_against_ledger, verify
     from .stores.postgres import connect
 
     with connect(_database()) as conn:
         result = verify(conn)
+        documents = documents_against_ledger(conn)
     if result.ok:
         print(f"ledger OK: {result.entries:,} entries in {result.transactions:,} transactions, head {result.head}")
-        return 0
-    print(f"ledger BROKEN: {result.first_error}")
-    return 1
+    else:
+        print(f"ledger BROKEN: {result.first_error}")
+    for problem in documents.problems:
+        print(f"ledger DIFFERS: {problem}")
+    if not documents.problems:
+        print(f"issued documents OK: {documents.documents:,} agree with the ledger's record of their issue")
+    return 0 if result.ok and not documents.problems else 1
 
 
 def _load_snapshot(target: str, directory) -> tuple[dict, dict[str, str], str | None]:

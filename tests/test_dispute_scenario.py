@@ -28,7 +28,7 @@ from billing_pipeline.resources import StripeResource
 from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.resources.parasut import ParasutResource
 from billing_pipeline.stores.audit_bucket import AuditBucket
-from billing_pipeline.stores.ledger import verify
+from billing_pipeline.stores.ledger import documents_against_ledger, verify
 from billing_pipeline.stores.plans import sync_plans
 from month_fixture import TEST_PLANS, _row, october_events, ts
 from parasut_server import ParasutServer
@@ -178,6 +178,8 @@ def test_a_dispute_backfill_issues_exactly_the_differences(scenario, chdb_path, 
             ("CREDIT_NOTE", "CTR-V:2026-10:v2:credit-note", "corrects:CTR-V:2026-10:v1", "0.0000", "USD")]
         with psycopg.connect(db_url) as conn:
             assert verify(conn).ok
+            # v1 still ISSUED, v2 CORRECTED (no issue of its own), its documents issued: all as the ledger says
+            assert documents_against_ledger(conn).problems == []
 
         # the checks of the run, and the new audit snapshot holding the corrections
         checks = _checks(instance, run_ids[-1])

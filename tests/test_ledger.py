@@ -127,15 +127,76 @@ def test_tampering_is_detected_and_named(db_url, tamper, reported_at, reason):
     assert reason in result.first_error
 
 
-def test_cli_ledger_verify_exit_codes(db_url, tmp_path):
-    with psycopg.connect(db_url) as conn:
-        first = _issue_and_pay(conn, 1)[0].entry_id
+def _issued_month(db_url) -> None:
+    """October's three global drafts (stripe_fixture) issued through the local Stripe server: CTR-A
+    0.16 USD, CTR-C 500.75 EUR less 120.00 of prepaid credit, CTR-T 49.00 USD."""
+    from billing_pipeline.domain.periods import Period
+    from billing_pipeline.sinks.stripe.gateway import RetryPolicy, StripeGateway
+    from billing_pipeline.sinks.stripe.issuing import issue_month
+    from billing_pipeline.stores.postgres import transaction
+    from stripe_fixture import seed_global_drafts
+    from stripe_server import StripeServer
+
+    with transaction(db_url) as conn:
+        seed_global_drafts(conn)
+    with StripeServer() as server:
+        gateway = StripeGateway("sk_test_local", server.url, 200, timeout_seconds=5,
+                                retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05))
+        result = issue_month(db_url, gateway, Period.parse_month("2026-10"))
+    assert sorted(o.status for o in result.outcomes) == ["ISSUED"] * 3
+
+
+def _ledger_verify(db_url, tmp_path) -> subprocess.CompletedProcess:
     env = {"BILLING_DATABASE_URL": db_url, "BILLING_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    run = lambda: subprocess.run([sys.executable, "-m", "billing_pipeline.cli", "ledger", "verify"], env=env,  # noqa: E731
-                                 capture_output=True, text=True, timeout=120)
-    ok = run()
-    assert ok.returncode == 0 and "ledger OK: 15 entries in 6 transactions" in ok.stdout
+    return subprocess.run([sys.executable, "-m", "billing_pipeline.cli", "ledger", "verify"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_ledger_verify_exit_codes(db_url, tmp_path):
+    _issued_month(db_url)
+    ok = _ledger_verify(db_url, tmp_path)
+    # three INVOICE_ISSUED (3 entries each) and CTR-C's CREDIT_CONSUMED (2)
+    assert ok.returncode == 0 and "ledger OK: 11 entries in 4 transactions" in ok.stdout
+    assert "issued documents OK: 3 agree with the ledger's record of their issue" in ok.stdout
+    first = rows(db_url, "SELECT min(entry_id) FROM ledger")[0][0]
     _tamper(db_url, f"UPDATE ledger SET amount = 0 WHERE entry_id = {first + 1}")
-    broken = run()
+    broken = _ledger_verify(db_url, tmp_path)
     assert broken.returncode == 1
     assert f"ledger BROKEN: entry {first + 1}: stored hash" in broken.stdout
+
+
+def rows(url: str, sql: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize("tamper, reported", [
+    # an issued invoice's totals edited (its lines too, so the drafts' own checks agree)
+    (["UPDATE invoices SET subtotal = subtotal + 50, total = total + 50 WHERE invoice_id = 'CTR-A:2026-10:v1'"],
+     "invoice CTR-A:2026-10:v1: subtotal 50.1600 and tax 0.0000 USD, but the ledger recorded its issue at "
+     "0.1600 and 0.0000 USD"),
+    # the ledger's end cut off from the last issue on: the chain that is left is whole
+    (["DELETE FROM ledger WHERE entry_id >= (SELECT min(entry_id) FROM ledger WHERE tx_id = (SELECT tx_id FROM "
+      "ledger WHERE event = 'INVOICE_ISSUED' ORDER BY entry_id DESC LIMIT 1))"],
+     "but the ledger records no issue of it (entries cut off the end?)"),
+    # prepaid credit raised after the issue
+    (["UPDATE invoices SET credits_applied = 150, total = total - 30 WHERE invoice_id = 'CTR-C:2026-10:v1'"],
+     "invoice CTR-C:2026-10:v1: 150.0000 EUR of prepaid credit applied, but the ledger recorded 120.0000 consumed"),
+    # an issued invoice put back to DRAFT, or deleted
+    (["UPDATE invoices SET status = 'DRAFT' WHERE invoice_id = 'CTR-T:2026-10:v1'"],
+     "invoice CTR-T:2026-10:v1 is DRAFT, but the ledger records its issue"),
+    (["DELETE FROM invoice_lines WHERE invoice_id = 'CTR-T:2026-10:v1'",
+      "DELETE FROM invoices WHERE invoice_id = 'CTR-T:2026-10:v1'"],
+     "invoice CTR-T:2026-10:v1: the ledger records its issue, but there is no such invoice"),
+])
+def test_issued_documents_are_compared_with_the_ledger(db_url, tmp_path, tamper, reported):
+    """The chain proves the ledger was not edited; the invoices, and the ledger's end, are proved by
+    comparing each issued document with the ledger's record of its issue."""
+    _issued_month(db_url)
+    _tamper(db_url, *tamper)
+    with psycopg.connect(db_url) as conn:
+        assert verify(conn).ok  # the chain alone sees nothing wrong
+    result = _ledger_verify(db_url, tmp_path)
+    assert result.returncode == 1
+    differs = [line for line in result.stdout.splitlines() if line.startswith("ledger DIFFERS: ")]
+    assert len(differs) == 1 and reported in differs[0], result.stdout

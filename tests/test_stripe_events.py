@@ -14,7 +14,7 @@ import pytest
 from billing_pipeline.sinks.stripe.events import sync_events
 from billing_pipeline.sinks.stripe.issuing import issue_month
 from billing_pipeline.sinks.stripe.webhook import handler_for
-from billing_pipeline.stores.ledger import verify
+from billing_pipeline.stores.ledger import documents_against_ledger, verify
 from billing_pipeline.stores.postgres import transaction
 from loopback import LoopbackServer
 from stripe_fixture import seed_global_drafts
@@ -63,6 +63,7 @@ def test_paid_failed_and_voided_events_update_invoices_and_the_ledger(issued):
     assert (replay.total, replay.skipped_seen) == (0, 6)
     with psycopg.connect(url) as conn:
         assert verify(conn).ok
+        assert documents_against_ledger(conn).problems == []  # a voided invoice still agrees with its issue
 
 
 def test_the_cursor_pages_through_more_than_a_hundred_new_events_in_order(issued):

@@ -17,7 +17,9 @@ ledger = dg.AssetSpec(
 
 
 @dg.asset_check(asset=ledger.key, description="Every entry's hash and link recomputed, every transaction sums to zero "
-                                          "per currency. Runs daily at 03:00 UTC and on demand.",
+                                          "per currency, and every issued document agrees with the ledger's record "
+                                          "of its issue (amounts, currency, credit consumed; none missing). Runs "
+                                          "daily at 03:00 UTC and on demand.",
                 automation_condition=dg.AutomationCondition.cron_tick_passed("0 3 * * *", "UTC"))
 def ledger_balanced_and_chained(billing_db: BillingDatabase) -> dg.AssetCheckResult:
     finding = ledger_intact(billing_db.get_url())

@@ -14,7 +14,7 @@ from ..domain.money import from_minor_units
 from ..domain.parasut_invoice import net_of_discounts
 from ..domain.periods import Period
 from ..stores.clickhouse import UsageStore, sql_text
-from ..stores.ledger import verify
+from ..stores.ledger import documents_against_ledger, verify
 from ..stores.postgres import connect
 from .usage import source_totals
 from .usage_chunks import plan_chunks
@@ -82,10 +82,16 @@ def stuck_outbox(conn: psycopg.Connection, sink: str, older_than: timedelta = ST
 
 
 def ledger_intact(db_url: str) -> Finding:
+    """The chain and balances (verify), and every issued document against the ledger's record of
+    its issue (documents_against_ledger)."""
     with connect(db_url) as conn:
         result = verify(conn)
-    return Finding(result.ok, [], {"entries": result.entries, "transactions": result.transactions,
-                                   "head": result.head, "first_error": result.first_error or "none"})
+        documents = documents_against_ledger(conn)
+    return Finding(result.ok and not documents.problems, [(p,) for p in documents.problems],
+                   {"entries": result.entries, "transactions": result.transactions, "head": result.head,
+                    "first_error": result.first_error or "none", "documents_compared": documents.documents,
+                    "documents_differing": len(documents.problems),
+                    "first_difference": documents.problems[0] if documents.problems else "none"})
 
 
 def rollups_match_clickhouse(store: UsageStore, db_url: str, start: datetime, end: datetime,

@@ -93,3 +93,73 @@ def verify(conn: psycopg.Connection) -> Verification:
                          f"({total} left over)")
                 break
     return Verification(count, len(first_entry), prev, error)
+
+
+# The transactions that record a document's issue (an invoice, a supplementary invoice, a credit note).
+ISSUE_EVENTS = ["INVOICE_ISSUED", "SUPPLEMENTARY_ISSUED", "CREDIT_NOTE"]
+
+_DOCUMENTS_AGAINST_LEDGER = """
+WITH issue AS (
+    SELECT entity_id AS invoice_id, count(DISTINCT tx_id) AS transactions, min(currency) AS currency,
+           coalesce(sum(amount) FILTER (WHERE account LIKE 'receivable:%%'), 0) AS receivable,
+           coalesce(-sum(amount) FILTER (WHERE account = 'revenue'), 0) AS subtotal,
+           coalesce(-sum(amount) FILTER (WHERE account = 'tax_payable'), 0) AS tax
+    FROM ledger WHERE event = ANY(%(events)s) GROUP BY entity_id),
+consumed AS (
+    SELECT entity_id AS invoice_id, sum(amount) AS credits FROM ledger
+    WHERE event = 'CREDIT_CONSUMED' AND account LIKE 'prepaid_credit:%%' GROUP BY entity_id),
+compared AS (
+    SELECT coalesce(d.invoice_id, l.invoice_id) AS invoice_id, d.status, trim(d.currency) AS currency, d.subtotal,
+           d.tax, d.credits_applied, d.sink, l.invoice_id IS NOT NULL AS recorded, l.transactions,
+           l.currency AS ledger_currency, l.receivable, l.subtotal AS ledger_subtotal, l.tax AS ledger_tax,
+           coalesce(c.credits, 0) AS ledger_credits
+    FROM invoices d FULL JOIN issue l ON l.invoice_id = d.invoice_id
+    LEFT JOIN consumed c ON c.invoice_id = coalesce(d.invoice_id, l.invoice_id)
+    WHERE d.status IN ('ISSUED', 'PAID', 'VOID') OR l.invoice_id IS NOT NULL)
+SELECT *, count(*) OVER () FROM compared
+WHERE NOT recorded OR status IS NULL OR status IN ('DRAFT', 'ISSUING', 'SUPERSEDED') OR transactions <> 1
+   OR currency <> ledger_currency OR subtotal <> ledger_subtotal OR tax <> ledger_tax
+   OR receivable <> ledger_subtotal + ledger_tax OR (sink = 'STRIPE' AND credits_applied <> ledger_credits)
+ORDER BY invoice_id
+"""
+
+
+@dataclass(frozen=True)
+class DocumentCheck:
+    documents: int  # issued documents and ledger issue records compared
+    problems: list[str]  # one line per document, naming it
+
+
+def documents_against_ledger(conn: psycopg.Connection) -> DocumentCheck:
+    """Every issued document (ISSUED, PAID or VOID) against the ledger's record of its issue: exactly
+    one issue transaction, in its currency, for its subtotal and tax (receivable = subtotal + tax),
+    and for a Stripe invoice the prepaid credit it consumed; and no issue recorded for a document
+    that was never issued, or that is gone. The chain (verify) proves the ledger was not edited;
+    this proves the invoices were not edited after the ledger recorded them, and that no issue
+    was cut off the ledger's end (the chain alone cannot tell a shorter ledger from an older one)."""
+    rows = conn.execute(_DOCUMENTS_AGAINST_LEDGER, {"events": ISSUE_EVENTS}).fetchall()
+    compared = conn.execute(
+        """SELECT count(*) FROM (SELECT invoice_id FROM invoices WHERE status IN ('ISSUED', 'PAID', 'VOID')
+                                 UNION SELECT entity_id FROM ledger WHERE event = ANY(%s)) d""",
+        (ISSUE_EVENTS,)).fetchone()[0]
+    return DocumentCheck(compared, [_document_problem(*row[:14]) for row in rows])
+
+
+def _document_problem(invoice_id, status, currency, subtotal, tax, credits, sink, recorded, transactions,
+                      ledger_currency, receivable, ledger_subtotal, ledger_tax, ledger_credits) -> str:
+    if not recorded:
+        return f"invoice {invoice_id} is {status}, but the ledger records no issue of it (entries cut off the end?)"
+    if status is None:
+        return f"invoice {invoice_id}: the ledger records its issue, but there is no such invoice"
+    if status in ("DRAFT", "ISSUING", "SUPERSEDED"):
+        return f"invoice {invoice_id} is {status}, but the ledger records its issue"
+    if transactions != 1:
+        return f"invoice {invoice_id}: the ledger records its issue {transactions} times"
+    if receivable != ledger_subtotal + ledger_tax:
+        return (f"invoice {invoice_id}: the ledger's receivable {receivable} {ledger_currency} is not its subtotal "
+                f"{ledger_subtotal} plus tax {ledger_tax}")
+    if (currency, subtotal, tax) != (ledger_currency, ledger_subtotal, ledger_tax):
+        return (f"invoice {invoice_id}: subtotal {subtotal} and tax {tax} {currency}, but the ledger recorded its "
+                f"issue at {ledger_subtotal} and {ledger_tax} {ledger_currency}")
+    return (f"invoice {invoice_id}: {credits} {currency} of prepaid credit applied, but the ledger recorded "
+            f"{ledger_credits} consumed")
