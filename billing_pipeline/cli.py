@@ -261,6 +261,7 @@ def cmd_evidence(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo.seed import seed_demo_contracts
+    from .resources.audit_storage import published_public_key
     from .demo.synthetic import UsageSpec, chain_names, generate_usage
     from .stores.postgres import transaction
     from .summary import format_month_summary
@@ -298,7 +299,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     snapshot = settings.state_dir() / "audit" / "snapshots" / period.label
     if snapshot.is_dir():
         print("Signed audit snapshot (Ed25519, Merkle root over the invoice lines), verify it offline:")
-        print(f"    {_this_command()} audit verify {snapshot} --public-key {snapshot / 'public_key.pem'}")
+        print(f"    {prefix}{_this_command()} audit verify {snapshot} --public-key {published_public_key()} --ledger")
         print()
     print("See the same data in the Dagster UI (asset graph, runs, metadata):")
     print(f"    {prefix}{_this_command()} ui        # then open http://127.0.0.1:3000")
@@ -448,14 +449,26 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace, objects: dict, versions: dict[str, str]) -> int:
     from pathlib import Path
 
-    from .domain.audit import prove_line, verify_snapshot
+    from .domain.audit import MANIFEST, PUBLIC_KEY, prove_line, sha256_hex, verify_snapshot
 
     if not objects:
         raise BillingError(f"{args.target}: no snapshot objects found")
-    check = verify_snapshot(objects, Path(args.public_key).read_bytes())
+    public_key = Path(args.public_key).read_bytes()
+    check = verify_snapshot(objects, public_key)
     problems = list(check.problems)
+    snapshot = check.manifest is not None and check.manifest.get("kind") != "evidence"
+    expected = args.month or _month_named_by(args.target)
+    if snapshot and expected and check.manifest.get("month") != expected:
+        problems.append(f"manifest.json: this is the snapshot of {check.manifest.get('month')}, not of {expected}")
+    if args.ledger and snapshot:
+        problems += _ledger_manifest_problems(check.manifest["month"], sha256_hex(objects[MANIFEST]))
     if args.ledger and versions and check.manifest:
         problems += _ledger_version_problems(check.manifest, versions)
+    if snapshot and not args.ledger and isinstance(objects.get(PUBLIC_KEY), Path) \
+            and Path(args.public_key).resolve() == objects[PUBLIC_KEY].resolve():
+        # anyone who rewrites a snapshot can sign it again and put their own key beside it
+        print("note: --public-key is the snapshot's own public_key.pem: this proves the files are the ones its "
+              "manifest lists and signs, not who signed it; give the key the billing team publishes, or --ledger")
     for problem in problems:
         print(f"FAIL {problem}")
     if not problems and check.manifest.get("kind") == "evidence":
@@ -477,6 +490,33 @@ def _audit_verify(args: argparse.Namespace, objects: dict, versions: dict[str, s
     return 1 if problems else 0
 
 
+def _month_named_by(target: str) -> str | None:
+    """The month a snapshot's folder or prefix is named after (snapshots/2026-10), if it is."""
+    import re
+
+    name = target.rstrip("/").rsplit("/", 1)[-1]
+    return name if re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", name) else None
+
+
+def _ledger_manifest_problems(month: str, manifest_sha256: str) -> list[str]:
+    """The manifest must be the month's latest snapshot the ledger recorded (hash-chained, so a
+    snapshot rewritten and signed again with another key is not one of them)."""
+    from .stores.postgres import connect
+
+    with connect(_database()) as conn:
+        rows = conn.execute("""SELECT entity_id FROM ledger WHERE event = 'AUDIT_SNAPSHOT' AND entity_id LIKE %s
+                               GROUP BY tx_id, entity_id ORDER BY min(entry_id)""", (f"{month}:%",)).fetchall()
+    recorded = [entity_id.partition(":")[2] for (entity_id,) in rows]  # oldest first
+    if not recorded:
+        return [f"manifest.json: the ledger records no snapshot of {month}"]
+    if manifest_sha256 == recorded[-1]:
+        return []
+    if manifest_sha256 in recorded:
+        return [f"manifest.json: an earlier snapshot of {month}; the ledger's latest is {recorded[-1][:16]}..."]
+    return [f"manifest.json: SHA-256 {manifest_sha256[:16]}... is not a snapshot of {month} the ledger recorded "
+            f"(its latest is {recorded[-1][:16]}...)"]
+
+
 def _ledger_version_problems(manifest: dict, versions: dict[str, str]) -> list[str]:
     """Each object's current version must be the one the ledger recorded at upload."""
     from .stores.postgres import connect
@@ -491,6 +531,13 @@ def _ledger_version_problems(manifest: dict, versions: dict[str, str]) -> list[s
             recorded[name] = version
     return [f"{name}: current version {versions[name]} is not the version {recorded.get(name)} the ledger recorded"
             for name in sorted(versions) if recorded.get(name) != versions[name]]
+
+
+def _month_argument(text: str) -> str:
+    """An argparse type: YYYY-MM, refused by argparse with its flag."""
+    if _month_named_by(text) != text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month (YYYY-MM)")
+    return text
 
 
 def _at_least(minimum: int):
@@ -577,8 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("target", help="s3://bucket/prefix (endpoint from BILLING_AUDIT_S3_ENDPOINT) or a directory")
     verify.add_argument("--public-key", required=True, help="PEM file of the Ed25519 public key")
     verify.add_argument("--prove-line", metavar="INVOICE_ID#LINE_NO", help="print and check one line's Merkle path")
+    verify.add_argument("--month", type=_month_argument,
+                        help="the month the snapshot must be of (by default the month its folder or prefix names)")
     verify.add_argument("--ledger", action="store_true",
-                        help="also check each object's S3 version against the ledger (needs the billing database)")
+                        help="also check the manifest is the month's latest the ledger recorded, and each object's "
+                             "S3 version (needs the billing database)")
     verify.set_defaults(func=cmd_audit_verify)
     return parser
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -99,6 +101,60 @@ def test_any_changed_byte_fails_and_names_the_file(snapshot, s3_endpoint, signin
     (folder / "manifest.json").write_bytes(manifest.replace(b'"month":"2026-10"', b'"month":"2026-11"'))
     bad = run_verify(str(folder), "--public-key", str(signing_key))
     assert bad.returncode == 1 and "FAIL manifest.json: the signature does not match" in bad.stdout
+
+
+def test_a_resigned_misplaced_or_padded_snapshot_fails(snapshot, s3_endpoint, signing_key, tmp_path):
+    """Anyone who rewrites a snapshot can sign it again and put their own key beside it: only the
+    key published apart from it, or the ledger's record of its manifest, tells. A genuine snapshot
+    of another month, or one with a file added, is not this month's snapshot either."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from billing_pipeline.domain.audit import MANIFEST, PUBLIC_KEY, SIGNATURE, build_snapshot
+
+    objects, _ = AuditBucket("audit-test", s3_endpoint).download(PREFIX)
+    genuine = tmp_path / "genuine" / "2026-10"
+    genuine.mkdir(parents=True)
+    for name, data in objects.items():
+        (genuine / name).write_bytes(data)
+    ok = run_verify(str(genuine), "--public-key", str(signing_key), "--ledger", db_url=snapshot)
+    assert ok.returncode == 0 and "snapshot OK: 2026-10" in ok.stdout, ok.stdout + ok.stderr
+
+    # a line changed, the manifest rebuilt and signed again with a key of the forger's own
+    forged = tmp_path / "forged" / "2026-10"
+    forged.mkdir(parents=True)
+    files = {}
+    for name, data in objects.items():
+        if name not in (MANIFEST, SIGNATURE, PUBLIC_KEY):
+            (forged / name).write_bytes(data.replace(b"CTR-A:2026-10:v1,2,", b"CTR-A:2026-10:v1,2,X")
+                                        if name == "invoice_lines.csv" else data)
+            files[name] = forged / name
+    manifest = json.loads(objects[MANIFEST])
+    for name, data in build_snapshot("2026-10", manifest["created_at"], files, Ed25519PrivateKey.generate()).items():
+        if isinstance(data, bytes):
+            (forged / name).write_bytes(data)
+    own_key = run_verify(str(forged), "--public-key", str(forged / PUBLIC_KEY))
+    assert own_key.returncode == 0  # its own key proves only that it is whole ...
+    assert "note: --public-key is the snapshot's own public_key.pem" in own_key.stdout  # ... and says so
+    ledger = run_verify(str(forged), "--public-key", str(forged / PUBLIC_KEY), "--ledger", db_url=snapshot)
+    assert ledger.returncode == 1
+    assert "FAIL manifest.json: SHA-256" in ledger.stdout and "is not a snapshot of 2026-10 the ledger recorded" \
+        in ledger.stdout
+    published = run_verify(str(forged), "--public-key", str(signing_key))
+    assert published.returncode == 1 and "FAIL manifest.json: the signature does not match" in published.stdout
+
+    # October's genuine snapshot where November's should be
+    misplaced = tmp_path / "2026-11"
+    shutil.copytree(genuine, misplaced)
+    moved = run_verify(str(misplaced), "--public-key", str(signing_key))
+    assert moved.returncode == 1 and "FAIL manifest.json: this is the snapshot of 2026-10, not of 2026-11" in moved.stdout
+    asked = run_verify(str(genuine), "--public-key", str(signing_key), "--month", "2026-11")
+    assert asked.returncode == 1 and "not of 2026-11" in asked.stdout
+
+    # a file beside the signed ones
+    (genuine / "contract_discounts_2.csv").write_text("contract_id,discount_id\nCTR-A,FREE\n")
+    padded = run_verify(str(genuine), "--public-key", str(signing_key))
+    assert padded.returncode == 1
+    assert "FAIL contract_discounts_2.csv: not in the manifest (added after signing?)" in padded.stdout
 
 
 def test_bad_key_and_unlocked_bucket_fail_clearly(monkeypatch, s3_endpoint):

@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 
 from .. import settings
-from ..domain.audit import MANIFEST, blob_size
+from ..domain.audit import MANIFEST, PUBLIC_KEY, blob_size
 from ..domain.periods import Period
 from ..resources import BillingDatabase
-from ..resources.audit_storage import AuditStorageResource, embedded_signing_key
+from ..resources.audit_storage import AuditStorageResource, embedded_signing_key, published_public_key
 from ..steps.audit import SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV, load_signing_key, publish_snapshot
 from .invoice_corrections import invoice_corrections
 from .invoice_drafts import invoice_drafts
@@ -48,7 +48,9 @@ def audit_snapshot(context: dg.AssetExecutionContext, billing_db: BillingDatabas
             location = published.location
             if audit_storage.embedded:  # the ephemeral bucket goes with the run: keep a copy to verify
                 copy = settings.state_dir() / "audit" / prefix
-                copy.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(copy, ignore_errors=True)  # a file of an earlier snapshot would not be in this one
+                copy.mkdir(parents=True)
+                published_public_key().write_bytes(published.objects[PUBLIC_KEY])
                 for name, data in published.objects.items():
                     if isinstance(data, Path):
                         shutil.copyfile(data, copy / name)

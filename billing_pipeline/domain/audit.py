@@ -94,7 +94,8 @@ class SnapshotCheck:
 
 
 def verify_snapshot(objects: dict[str, Blob], public_key_pem: bytes) -> SnapshotCheck:
-    """Signature, every file's hash and the Merkle root; each problem names the file."""
+    """Signature, every file's hash and the Merkle root, and no file beside them that the manifest
+    does not list; each problem names the file."""
     problems = []
     key = serialization.load_pem_public_key(public_key_pem)
     if not isinstance(key, Ed25519PublicKey):
@@ -113,6 +114,8 @@ def verify_snapshot(objects: dict[str, Blob], public_key_pem: bytes) -> Snapshot
             problems.append(f"{name}: missing")
         elif sha256_hex(data) != expected:
             problems.append(f"{name}: SHA-256 {sha256_hex(data)[:16]}... differs from the manifest's {expected[:16]}...")
+    for name in sorted(set(objects) - set(manifest["files"]) - {MANIFEST, SIGNATURE, PUBLIC_KEY}):
+        problems.append(f"{name}: not in the manifest (added after signing?)")
     if LINES in objects and streamed_merkle_root(line_leaves(objects[LINES]))[0] != manifest["merkle_root"]:
         problems.append(f"{LINES}: the Merkle root of its lines differs from the manifest's")
     return SnapshotCheck(not problems, problems, manifest)

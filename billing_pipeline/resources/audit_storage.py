@@ -6,6 +6,7 @@ records. Production sets BILLING_AUDIT_S3_ENDPOINT/BUCKET and a signing key.
 """
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
@@ -49,6 +50,13 @@ class AuditStorageResource(dg.ConfigurableResource):
             yield bucket
         finally:
             server.stop()
+
+
+def published_public_key() -> Path:
+    """Where the embedded default publishes the public key its snapshots verify with: outside any
+    snapshot, as a key is published apart from what it signs (anyone who rewrites a snapshot can
+    sign it again and put their own key beside it)."""
+    return settings.state_dir() / "audit" / "public_key.pem"
 
 
 def embedded_signing_key() -> Ed25519PrivateKey:
