@@ -158,10 +158,10 @@ def cmd_issue(args: argparse.Namespace) -> None:
     _issue(db_url, period)
 
 
-def cmd_dispute(args: argparse.Namespace) -> None:
+def cmd_dispute(args: argparse.Namespace) -> int:
     from .close import check_dispute_days, dispute_month
     from .instance import get_instance
-    from .steps.corrections import month_corrections
+    from .steps.corrections import dispute_report, month_corrections
 
     period = Period.parse_month(args.month)
     days = [date.fromisoformat(d) for d in args.day]
@@ -169,16 +169,15 @@ def cmd_dispute(args: argparse.Namespace) -> None:
     db_url = _database()
     done = _step(f"dispute backfill of {period.label}: usage_rollups for {', '.join(args.day)}, then rated_charges, "
                  "invoice_drafts, the sinks, invoice_corrections and audit_snapshot")
+    before = {d[0]: d[7] for d in month_corrections(db_url, period)}
     with get_instance(db_url) as instance:
         run_ids = dispute_month(instance, period, days, rollup_config=_rollup_config(args.allow_empty_days))
-    documents = month_corrections(db_url, period)
-    for d in documents:
-        print(f"   {d[1].lower().replace('_', ' ')} {d[0]}: {d[6]:,} {d[3].strip()} correcting {d[2]}, {d[7]}"
-              + (f" ({d[11]})" if d[11] else ""))
-    if not documents:
-        print("   no amount changed: nothing to issue")
+    lines, stopped = dispute_report(db_url, period, before)
+    for line in lines:
+        print(f"   {line}")
     print(f"   runs {', '.join(run_ids)}")
     done()
+    return 1 if stopped else 0
 
 
 def cmd_stripe_webhook(args: argparse.Namespace) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
 
 from .domain.money import round_money
@@ -14,18 +14,39 @@ def _num(value: Decimal, currency: str | None = None) -> str:
     return f"{round_money(value, currency) if currency else value:,}"
 
 
+# Statuses of an invoice version that was issued (or whose corrections were): the version in force.
+_ISSUED = ("ISSUED", "PAID", "VOID", "CORRECTING", "CORRECTED")
+_KIND_NAMES = {"CREDIT_NOTE": "credit note", "SUPPLEMENTARY": "supplementary invoice"}
+
+
+def versions_in_force(versions: list[tuple]) -> dict[str, tuple]:
+    """Per contract, the version that bills its month: the latest issued one (a corrected version
+    counts: its documents carry the difference), else the latest draft. ``versions`` are rows whose
+    first three fields are (invoice_id, contract_id, version) and whose status is at index 3."""
+    chosen: dict[str, tuple] = {}
+    for row in sorted(versions, key=lambda r: (r[1], r[2])):
+        current = chosen.get(row[1])
+        if current is None or row[3] in _ISSUED or current[3] not in _ISSUED:
+            chosen[row[1]] = row
+    return chosen
+
+
 def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int = 12) -> str:
+    """The version of each contract's invoice that bills the month, with its lines, the
+    corrections it was issued through and any later version not issued; totals of those versions.
+    A dispute leaves several versions and documents in the month: summed together they counted
+    the month's revenue two and three times."""
     with connect(db_url) as conn:
-        invoices = conn.execute(
-            """SELECT i.invoice_id, cu.legal_name, c.contract_type, c.region, i.currency, i.subtotal, i.tax,
-                      i.credits_applied, i.total
+        rows = conn.execute(
+            """SELECT i.invoice_id, i.contract_id, i.version, i.status, i.kind, cu.legal_name, c.contract_type,
+                      c.region, i.currency, i.subtotal, i.tax, i.tax_rate, i.credits_applied, i.total, i.sink_error
                FROM invoices i JOIN contracts c USING (contract_id) JOIN customers cu ON cu.org_id = i.org_id
-               WHERE i.period_start = %s ORDER BY i.invoice_id""", (period.start,)).fetchall()
+               WHERE i.period_start = %s ORDER BY i.contract_id, i.version, i.invoice_id""", (period.start,)).fetchall()
         lines = defaultdict(list)
         for invoice_id, description, quantity, unit_price, amount in conn.execute(
             """SELECT l.invoice_id, l.description, l.quantity, l.unit_price, l.amount FROM invoice_lines l
-               JOIN invoices i USING (invoice_id) WHERE i.period_start = %s ORDER BY l.invoice_id, l.line_no""",
-                (period.start,)):
+               JOIN invoices i USING (invoice_id) WHERE i.period_start = %s AND i.kind = 'INVOICE'
+               ORDER BY l.invoice_id, l.line_no""", (period.start,)):
             lines[invoice_id].append((description, quantity, unit_price, amount))
         rollup = conn.execute(
             """SELECT coalesce(sum(raw_rows), 0), coalesce(sum(duplicate_rows), 0), coalesce(sum(requests), 0),
@@ -34,27 +55,47 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
         unrated = conn.execute("SELECT coalesce(sum(requests), 0) FROM unrated_usage WHERE period_start = %s",
                                (period.start,)).fetchone()[0]
 
-    out = [f"Billing month {period.label}: {len(invoices)} invoice drafts from {rollup[2]:,} requests "
-           f"({rollup[0]:,} raw rows, {rollup[1]:,} duplicates removed, {rollup[3]} days rolled up, "
-           f"{unrated:,} requests without a contract)", ""]
+    versions = [r for r in rows if r[4] == "INVOICE"]
+    in_force = versions_in_force(versions)
+    statuses = Counter(r[3] for r in in_force.values())
+    counted = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    out = [f"Billing month {period.label}: {len(in_force)} invoices{f' ({counted})' if counted else ''} from "
+           f"{rollup[2]:,} requests ({rollup[0]:,} raw rows, {rollup[1]:,} duplicates removed, {rollup[3]} days "
+           f"rolled up, {unrated:,} requests without a contract)", ""]
     totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0)])
-    for invoice_id, customer, ctype, region, currency, subtotal, tax, credits, total in invoices:
-        out.append(f"{invoice_id}  {customer}  [{ctype}, {region}]")
+    for contract_id, row in sorted(in_force.items()):
+        invoice_id, _, version, status, _, customer, ctype, region, currency, subtotal, tax, rate, credits, total, _ \
+            = row
+        currency = currency.strip()
+        out.append(f"{invoice_id}  {customer}  [{ctype}, {region}]  {status}")
         shown = lines[invoice_id][:max_lines_per_invoice]
         for description, quantity, unit_price, amount in shown:
             out.append(f"    {description:<58} {unit_price.normalize():>14,f} {_num(amount, currency):>14} {currency}")
         if len(lines[invoice_id]) > len(shown):
             out.append(f"    ... {len(lines[invoice_id]) - len(shown)} more lines")
-        tax_label = "tax (KDV 20%)" if region == "TR" else "tax (computed by Stripe at issue)"
+        tax_label = f"tax (KDV {_percent(rate)})" if region == "TR" else "tax (computed by Stripe at issue)"
         out.append(f"    {'subtotal':<73} {_num(subtotal, currency):>14} {currency}")
         out.append(f"    {tax_label:<73} {_num(tax, currency):>14} {currency}")
         if credits:
             out.append(f"    {'prepaid credit applied':<73} {_num(-credits, currency):>14} {currency}")
         out.append(f"    {'TOTAL':<73} {_num(total, currency):>14} {currency}")
+        for d in rows:  # the documents that issued this version's difference
+            if d[1] == contract_id and d[2] == version and d[4] != "INVOICE":
+                label = f"{_KIND_NAMES.get(d[4], d[4])} {d[0]} ({d[3]})"
+                out.append(f"    {label:<73} {_num(d[13], currency):>14} {currency}")
+        for later in versions:  # drafted after it and not issued: a correction that stopped, or not yet sent
+            if later[1] == contract_id and later[2] > version:
+                why = f": {later[14]}" if later[14] else ", not issued yet"
+                out.append(f"    v{later[2]} {later[3]}{why}")
         out.append("")
         for i, v in enumerate((subtotal, tax, total)):
             totals[currency][i] += v
-    out.append("Totals by currency:" + ("" if totals else " none (no invoice drafts)"))
+    out.append("Totals by currency (the version of each invoice in force):" if totals
+               else "Totals by currency: none (no invoice drafts)")
     for currency, (subtotal, tax, total) in sorted(totals.items()):
         out.append(f"    {currency}: subtotal {_num(subtotal, currency)}, tax {_num(tax, currency)}, total {_num(total, currency)}")
     return "\n".join(out)
+
+
+def _percent(rate: Decimal) -> str:
+    return f"{(rate * 100).normalize():f}%"

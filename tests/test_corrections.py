@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from billing_pipeline.domain import ledger as L
@@ -96,3 +97,24 @@ def test_an_invoice_that_left_draft_cannot_be_edited_or_deleted(db_url):
         conn.execute("UPDATE invoice_lines SET amount = 0.80 WHERE invoice_id = 'CTR-T:2026-10:v1'")
         conn.execute("DELETE FROM invoices WHERE invoice_id = 'CTR-C:2026-10:v1'")
         assert conn.execute("SELECT status FROM invoices WHERE invoice_id = 'CTR-A:2026-10:v1'").fetchone() == ("PAID",)
+
+
+def test_a_correction_that_stopped_is_reported_with_its_reason(db_url):
+    """`billing dispute` names a version it could not correct, and exits 1: it listed only the
+    month's documents, so a correction that stopped (here: prepaid credit it would give back) went
+    unmentioned and the dispute looked handled."""
+    from billing_pipeline.domain.periods import Period
+    from billing_pipeline.steps.corrections import dispute_report
+    from stripe_fixture import seed_global_drafts
+
+    reason = "prepaid credit applied would change from 120.0000 to 0.0000 EUR (the correction is larger than what " \
+             "the credit left due); correct it by hand"
+    with psycopg.connect(db_url) as conn:
+        seed_global_drafts(conn)
+        conn.execute("UPDATE invoices SET status = 'ISSUED' WHERE invoice_id = 'CTR-C:2026-10:v1'")
+        conn.execute("""INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
+                            currency, subtotal, tax_rate, tax, credits_applied, total, sink_error)
+                        VALUES ('CTR-C:2026-10:v2', 'CTR-C', 'org_c', '2026-10-01', '2026-11-01', 2, 'DRAFT', 'EUR',
+                                0, 0, 0, 0, 0, %s)""", (reason,))
+    assert dispute_report(db_url, Period.parse_month("2026-10"), {}) == (
+        [f"NOT CORRECTED CTR-C:2026-10:v2: {reason}"], True)

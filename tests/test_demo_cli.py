@@ -18,7 +18,7 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
     out = result.stdout
     assert "(embedded PostgreSQL)" in out
     assert "usage store: chdb" in out
-    assert re.search(r"Billing month 2026-10: 8 invoice drafts from 2\d,\d{3} requests", out)
+    assert re.search(r"Billing month 2026-10: 8 invoices \(8 DRAFT\) from 2\d,\d{3} requests", out)
     # CTR-0006 starts on the 16th: its org's earlier usage is kept as unrated, not billed
     assert re.search(r"31 days rolled up, [1-9][\d,]* requests without a contract", out)
     assert "Monthly RPC service - Enterprise (2026-10, 16/31 days from 16 Oct to 31 Oct)" in out

@@ -29,7 +29,9 @@ from billing_pipeline.resources.audit_storage import AuditStorageResource
 from billing_pipeline.resources.parasut import ParasutResource
 from billing_pipeline.stores.audit_bucket import AuditBucket
 from billing_pipeline.stores.ledger import documents_against_ledger, verify
+from billing_pipeline.steps.corrections import dispute_report, month_corrections
 from billing_pipeline.stores.plans import sync_plans
+from billing_pipeline.summary import format_month_summary
 from month_fixture import TEST_PLANS, _row, october_events, ts
 from parasut_server import ParasutServer
 from product_defs import product_defs
@@ -120,6 +122,21 @@ def test_a_dispute_backfill_issues_exactly_the_differences(scenario, chdb_path, 
         usage_store.insert_arrow("requests_raw", _late_rows())
         run_ids = dispute_month(instance, OCTOBER, [date(2026, 10, 5), date(2026, 10, 12)], definitions=defs)
         assert len(run_ids) == 3  # two separate days, then the month
+        # what `billing dispute` prints: this dispute's documents
+        assert dispute_report(db_url, OCTOBER, {}) == ([
+            "supplementary CTR-A:2026-10:v2:supplementary: 0.0300 USD correcting CTR-A:2026-10:v1, ISSUED",
+            "credit note CTR-P:2026-10:v2:credit-note: -2.4000 TRY correcting CTR-P:2026-10:v1, ISSUED",
+            "credit note CTR-V:2026-10:v2:credit-note: -0.1500 USD correcting CTR-V:2026-10:v1, ISSUED"], False)
+        # the month's summary: each contract's version in force once, its documents under it
+        summary = format_month_summary(db_url, OCTOBER).splitlines()
+        assert summary[0].startswith("Billing month 2026-10: 6 invoices (4 CORRECTED, 2 ISSUED) from ")
+        assert "CTR-A:2026-10:v2  Alpha Ltd  [METERED, GLOBAL]  CORRECTED" in summary
+        assert any(line.split() == ["supplementary", "invoice", "CTR-A:2026-10:v2:supplementary", "(ISSUED)", "0.03",
+                                    "USD"] for line in summary)
+        assert summary[-4:] == ["Totals by currency (the version of each invoice in force):",
+                                "    EUR: subtotal 500.75, tax 0.00, total 500.75",
+                                "    TRY: subtotal 25,006.00, tax 5,001.20, total 30,007.20",
+                                "    USD: subtotal 0.57, tax 0.00, total 0.57"]
 
         assert _documents(db_url) == [
             ("CTR-A:2026-10:v2:supplementary", "SUPPLEMENTARY", "ISSUED", "CTR-A:2026-10:v1", "USD", "0.0300",
@@ -195,9 +212,12 @@ def test_a_dispute_backfill_issues_exactly_the_differences(scenario, chdb_path, 
         stripe_writes, parasut_writes = stripe.writes(), parasut.writes()
         with psycopg.connect(db_url) as conn:
             mark = conn.execute("SELECT max(entry_id) FROM ledger").fetchone()[0]
+        before = {d[0]: d[7] for d in month_corrections(db_url, OCTOBER)}
         dispute_month(instance, OCTOBER, [date(2026, 10, 5), date(2026, 10, 12)], definitions=defs)
         assert (stripe.writes(), parasut.writes()) == (stripe_writes, parasut_writes)
         assert len(_documents(db_url)) == 3 and _ledger_since(db_url, mark) == []
+        assert dispute_report(db_url, OCTOBER, before) == (
+            ["no amount changed: nothing new to issue (3 earlier correction documents unchanged)"], False)
 
 
 def _checks(instance: dg.DagsterInstance, run_id: str) -> dict[str, bool]:

@@ -74,7 +74,7 @@ def test_cli_month_without_usage_names_the_partitions_and_the_way_to_close_it_an
     result = run_cli("close", "--month", "2026-10", "--allow-empty-days", tmp_path=tmp_path,
                      env_overrides={"BILLING_DATABASE_URL": db_url})
     assert result.returncode == 0, result.stderr
-    assert "Billing month 2026-10: 0 invoice drafts from 0 requests (0 raw rows" in result.stdout
+    assert "Billing month 2026-10: 0 invoices from 0 requests (0 raw rows" in result.stdout
     assert "Totals by currency: none (no invoice drafts)" in result.stdout
     assert "31 days rolled up" in result.stdout  # the month's (and its two edge days, not counted here)
 

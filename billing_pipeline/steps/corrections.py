@@ -129,6 +129,32 @@ def complete_versions(db_url: str, period: Period) -> list[str]:
                RETURNING v.invoice_id""", (period.start,)).fetchall()]
 
 
+def stopped_corrections(db_url: str, period: Period) -> list[tuple[str, str]]:
+    """The month's versions and documents that a correction left unissued with its reason (a
+    correction that would give prepaid credit back, a provider's refusal): (invoice id, reason)."""
+    with connect(db_url) as conn:
+        return conn.execute(
+            """SELECT invoice_id, sink_error FROM invoices WHERE period_start = %s AND sink_error IS NOT NULL
+                 AND status IN ('DRAFT', 'ISSUING', 'CORRECTING') AND (kind <> 'INVOICE' OR version > 1)
+               ORDER BY invoice_id""", (period.start,)).fetchall()
+
+
+def dispute_report(db_url: str, period: Period, before: dict[str, str]) -> tuple[list[str], bool]:
+    """What a dispute did, given the month's correction documents and their statuses before it
+    (``before``, from month_corrections): the documents it created or moved on (not every one the
+    month ever had), and each correction it stopped with its reason. Returns the lines and whether
+    any correction stopped (the dispute is not done: finance must act)."""
+    documents = [d for d in month_corrections(db_url, period) if before.get(d[0]) != d[7]]
+    lines = [f"{d[1].lower().replace('_', ' ')} {d[0]}: {d[6]:,} {d[3].strip()} correcting {d[2]}, {d[7]}"
+             + (f" ({d[11]})" if d[11] else "") for d in documents]
+    stopped = stopped_corrections(db_url, period)
+    lines += [f"NOT CORRECTED {invoice_id}: {reason}" for invoice_id, reason in stopped]
+    if not documents and not stopped:
+        earlier = f" ({len(before)} earlier correction document{'' if len(before) == 1 else 's'} unchanged)"
+        lines.append(f"no amount changed: nothing new to issue{earlier if before else ''}")
+    return lines, bool(stopped)
+
+
 def month_corrections(db_url: str, period: Period) -> list[tuple]:
     """Every correction document of the month, for the asset's table and the checks."""
     with connect(db_url) as conn:
