@@ -99,8 +99,12 @@ def _issue(db_url: str, period: Period) -> None:
     from .instance import get_instance
     from .stores.postgres import connect
 
-    done = _step(f"issuing {period.label} through stripe_invoices and parasut_invoices (each a dry run, which sends "
-                 "nothing, until its credentials are set)")
+    from .definitions import build_resources
+
+    resources = build_resources()
+    modes = ", ".join(f"{name} {'a dry run (sends nothing until its credentials are set)' if resources[key].is_dry_run else 'live'}"
+                      for name, key in (("Stripe", "stripe"), ("Parasut", "parasut")))
+    done = _step(f"issuing {period.label} through stripe_invoices and parasut_invoices ({modes})")
     with get_instance(db_url) as instance:
         run_id = issue_month(instance, period)
     with connect(db_url) as conn:

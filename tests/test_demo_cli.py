@@ -36,6 +36,14 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
     assert "audit verify" in out  # the demo's signed snapshot, kept in the state dir
     snapshot = tmp_path / "state" / "audit" / "snapshots" / "2026-10"
     assert (snapshot / "manifest.sig").exists()
+    # it is verified with the key published apart from it, and against the ledger
+    published = tmp_path / "state" / "audit" / "public_key.pem"
+    assert f"audit verify {snapshot} --public-key {published} --ledger" in out
+    assert published.read_bytes() == (snapshot / "public_key.pem").read_bytes()
+    assert "(Stripe a dry run (sends nothing until its credentials are set), Parasut a dry run" in out
+    verified = run_cli("audit", "verify", str(snapshot), "--public-key", str(published), "--ledger",
+                       env_overrides={}, tmp_path=tmp_path)  # the demo's database: embedded, in the state dir
+    assert verified.returncode == 0 and "snapshot OK: 2026-10, 14 files" in verified.stdout, verified.stdout
 
     # Dagster's runs were stored in the embedded PostgreSQL through dagster-postgres.
     dagster_yaml = (tmp_path / "state" / "dagster" / "dagster.yaml").read_text()

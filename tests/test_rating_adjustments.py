@@ -45,7 +45,7 @@ def test_minimum_commitment_true_up(usage, expected):
 def test_commitment_prorated_for_a_partial_month():
     draft = total(terms("pro", minimum_commitment=D(100), start=utc(2026, 10, 16)))
     assert [(line.description, line.amount) for line in draft.lines] == [
-        ("Minimum commitment true-up (100 USD per month)", D("51.61"))]  # 16/31 of 100
+        ("Minimum commitment true-up (100.00 USD per month)", D("51.61"))]  # 16/31 of 100
 
 
 @pytest.mark.parametrize("discounts, expected", [
@@ -58,6 +58,18 @@ def test_commitment_prorated_for_a_partial_month():
 ])
 def test_discounts_with_validity_windows(discounts, expected):
     assert total(terms("enterprise"), discounts=discounts).total == D(expected)
+
+
+def test_amounts_in_line_descriptions_are_in_the_currencys_minor_units():
+    """Customers read these on Stripe and Parasut lines: the database's scale (numeric(20,6):
+    "Fee cut (-1,000.000000 TRY, ...)") was printed as it was."""
+    fee_cut = Discount("F", "FIXED", D("1000.000000"), "BASE_FEE", date(2026, 10, 17), None, "Fee cut")
+    odd = Discount("G", "FIXED", D("0.505000"), "ALL", date(2026, 1, 1), None, "Goodwill")
+    draft = total(terms("enterprise_tr", region="TR"), discounts=(fee_cut, odd))
+    assert [line.description for line in draft.lines[-2:]] == ["Fee cut (-1,000.00 TRY, 15/31 days)",
+                                                               "Goodwill (-0.505 TRY)"]
+    draft = total(terms("pro", minimum_commitment=D("60.0000")))
+    assert draft.lines[-1].description == "Minimum commitment true-up (60.00 USD per month)"
 
 
 def test_usage_only_discount_on_a_hybrid():

@@ -15,7 +15,7 @@ from decimal import Decimal, localcontext
 from typing import Literal
 
 from .discount_shares import REACH
-from .money import round_money
+from .money import minor_units, round_money
 from .periods import Period
 from .terms import RatedCharge, TermsPart
 
@@ -66,9 +66,18 @@ def true_up(parts: list[TermsPart], period: Period, charges: list[RatedCharge]) 
     if spend >= floor:
         return []
     return [_charge(parts, period, "TRUE_UP",
-                    f"Minimum commitment true-up ({commitment:,} {currency} per month)", floor - spend,
+                    f"Minimum commitment true-up ({amount_label(commitment, currency)} per month)", floor - spend,
                     {"commitment": str(commitment), "prorated_commitment": str(floor), "spend": str(spend),
                      "active_days": len(days)})]
+
+
+def amount_label(value: Decimal, currency: str) -> str:
+    """An amount of the contract's terms as a customer reads it on a line: in the currency's minor
+    units (1,000.00 TRY), more places only where it has them. The database's scale (1,000.000000)
+    went onto Stripe and Parasut lines as it was."""
+    places = Decimal(1).scaleb(-minor_units(currency))
+    shown = value.quantize(places) if value == value.quantize(places) else value.normalize()
+    return f"{shown:,f} {currency}"
 
 
 def apply_discounts(parts: list[TermsPart], period: Period, charges: list[RatedCharge],
@@ -92,7 +101,7 @@ def apply_discounts(parts: list[TermsPart], period: Period, charges: list[RatedC
                 amount = min(d.value * len(overlap) / len(period.days()), base)
         amount = min(amount, left)
         left -= round_money(amount, currency)  # its line's amount: two discounts never round below zero
-        label = f"{d.value.normalize():f}%" if d.kind == "PERCENT" else f"{d.value:,} {currency}"
+        label = f"{d.value.normalize():f}%" if d.kind == "PERCENT" else amount_label(d.value, currency)
         partial = f", {len(overlap)}/{len(days)} days" if len(overlap) < len(days) else ""
         out.append(_charge(parts, period, "DISCOUNT", f"{d.description} (-{label}{partial})", -amount,
                            {"discount_id": d.discount_id, "kind": d.kind, "value": str(d.value),
