@@ -137,3 +137,29 @@ def test_a_contract_ending_inside_the_month_and_its_successor_each_bill_their_ow
                                 WHERE invoice_id LIKE 'CTR-A%%' ORDER BY invoice_id, line_no""").fetchall()
     assert lines == [("CTR-A2:2026-10:v1", "BSC Mainnet - 3 requests", D("0.0500")),  # x 0.015, half-up
                      ("CTR-A:2026-10:v1", "ETH Mainnet - 7 requests", D("0.1100"))]
+
+
+@pytest.mark.parametrize("start_at, end_at, billed, unrated", [
+    # signed at 01:00 on the 16th in Istanbul (22:00 UTC on the 15th): the 15th's request (12:00 UTC,
+    # 15:00 there) was neither billed nor unrated when coverage was counted on UTC days (14 unrated)
+    ("2026-10-15T22:00:00Z", None, 16, 15),
+    # ended at 01:00 on the 21st there: the 20th's request was billed and also counted unrated (12)
+    ("2026-01-01T00:00:00Z", "2026-10-20T22:00:00Z", 20, 11),
+])
+def test_usage_no_contract_covers_is_counted_on_the_customers_days(october, billing_defs, instance, start_at, end_at,
+                                                                   billed, unrated):
+    """org_d sends one request a day at 12:00 UTC; CTR-D bills in Istanbul (UTC+3) from or until a
+    local 01:00. Every request is billed or unrated, never both, never neither."""
+    from billing_pipeline.steps.reconciliation import rollups_rated_once
+
+    with transaction(october) as conn:
+        conn.execute("UPDATE contracts SET timezone = 'Europe/Istanbul', start_at = %s, end_at = %s, "
+                     "auto_renew = false WHERE contract_id = 'CTR-D'", (start_at, end_at))
+    close_month(instance, Period.parse_month("2026-10"), definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        lines = conn.execute("SELECT description FROM invoice_lines WHERE invoice_id = 'CTR-D:2026-10:v1'").fetchall()
+        unrated_d = conn.execute("SELECT requests FROM unrated_usage WHERE org_id = 'org_d'").fetchall()
+        finding = rollups_rated_once(conn, Period.parse_month("2026-10"))
+    assert lines == [(f"Polygon PoS - {billed} requests",)]
+    assert unrated_d == [(unrated,)] and billed + unrated == 31
+    assert finding.passed, finding.rows

@@ -100,10 +100,9 @@ def test_the_billed_requests_of_the_evidence_are_the_rollups_day_by_day(october,
     assert (evidence.requests, evidence.unbilled_rows) == (12, 2)  # q2 and e1's first delivery
 
 
-def test_a_zoned_customers_month_of_evidence_is_its_invoiced_month(october, usage_store):
-    """The range is the contract's calendar: a customer billed in Istanbul (UTC+3) is invoiced its
-    local October, 21:00 UTC on 30 September to 21:00 UTC on 31 October; evidence cut at UTC
-    midnights proved another month (here 4 requests against the 3 invoiced)."""
+def _october_for_ctr_t(october, usage_store, start_at: str, end_at: str | None, times: list[tuple]):
+    """CTR-T (org_t, billed in Istanbul) with one eth request at each of ``times`` (UTC), rolled up
+    and rated for October: (the requests invoiced, October's evidence)."""
     from datetime import date, datetime, timedelta, timezone
 
     import pyarrow as pa
@@ -118,28 +117,52 @@ def test_a_zoned_customers_month_of_evidence_is_its_invoiced_month(october, usag
     with psycopg.connect(october) as conn:
         conn.execute("INSERT INTO customers (org_id, legal_name, country) VALUES ('org_t', 'Tuna Ltd', 'TR')")
         conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at,
-                            timezone) VALUES ('CTR-T', 'org_t', 'pro_test', 'METERED', 'USD', 'GLOBAL', '2026-01-01',
-                            'Europe/Istanbul')""")
-    usage_store.insert_arrow("requests_raw", pa.Table.from_pylist([
-        _row(ts(2026, 9, 30, 22), "t0", "org_t", "prj_t", "eth-mainnet"),  # 1 October, 01:00 in Istanbul
-        _row(ts(2026, 10, 15, 12), "t1", "org_t", "prj_t", "eth-mainnet"),
-        _row(ts(2026, 10, 31, 20, 59, 59), "t2", "org_t", "prj_t", "eth-mainnet"),  # 23:59:59 there
-        _row(ts(2026, 10, 31, 21), "t3", "org_t", "prj_t", "eth-mainnet"),  # 1 November there
-        _row(ts(2026, 10, 31, 22), "t4", "org_t", "prj_t", "eth-mainnet")], schema=october_events().schema))
+                            end_at, auto_renew, timezone) VALUES ('CTR-T', 'org_t', 'pro_test', 'METERED', 'USD',
+                            'GLOBAL', %s, %s, %s, 'Europe/Istanbul')""", (start_at, end_at, end_at is None))
+    usage_store.insert_arrow("requests_raw", pa.Table.from_pylist(
+        [_row(ts(*t), f"t{i}", "org_t", "prj_t", "eth-mainnet") for i, t in enumerate(times)],
+        schema=october_events().schema))
     start = datetime(2026, 9, 30, tzinfo=timezone.utc)
     roll_up_usage(usage_store, october, start, start + timedelta(days=33))
     rate_month(october, Period.parse_month("2026-10"))
     with psycopg.connect(october) as conn:
         invoiced = conn.execute("""SELECT sum(quantity) FROM rated_charges WHERE contract_id = 'CTR-T'
                                    AND meter = 'requests'""").fetchone()[0]
-    evidence = export_evidence(usage_store, october, "CTR-T", date(2026, 10, 1), date(2026, 11, 1),
-                               Ed25519PrivateKey.generate())
+    return invoiced, export_evidence(usage_store, october, "CTR-T", date(2026, 10, 1), date(2026, 11, 1),
+                                     Ed25519PrivateKey.generate())
+
+
+def test_a_zoned_customers_month_of_evidence_is_its_invoiced_month(october, usage_store):
+    """The range is the contract's calendar: a customer billed in Istanbul (UTC+3) is invoiced its
+    local October, 21:00 UTC on 30 September to 21:00 UTC on 31 October; evidence cut at UTC
+    midnights proved another month (here 4 requests against the 3 invoiced)."""
+    invoiced, evidence = _october_for_ctr_t(october, usage_store, "2026-01-01", None, [
+        (2026, 9, 30, 22),  # 1 October, 01:00 in Istanbul
+        (2026, 10, 15, 12),
+        (2026, 10, 31, 20, 59, 59),  # 23:59:59 there
+        (2026, 10, 31, 21),  # 1 November there
+        (2026, 10, 31, 22)])
     assert (invoiced, evidence.requests) == (3, 3)
     assert evidence.objects["daily_totals.csv"].decode().splitlines()[1:] == [
         '"2026-10-01",1,0', '"2026-10-15",1,0', '"2026-10-31",1,0']
     manifest = json.loads(evidence.objects["manifest.json"])
     assert (manifest["from"], manifest["to"], manifest["timezone"]) == (
         "2026-09-30T21:00:00+00:00", "2026-10-31T21:00:00+00:00", "Europe/Istanbul")
+
+
+def test_evidence_of_a_contract_starting_and_ending_inside_a_local_day_is_its_billed_days(october, usage_store):
+    """Signed at 01:00 and ended at 01:00 on Istanbul's calendar (22:00 UTC the day before): the
+    contract bills whole local days, the 16th to the 20th. Evidence cut at the two instants left out
+    the 16th's first hour, which was billed, and took in the 21st's, which was not."""
+    invoiced, evidence = _october_for_ctr_t(october, usage_store, "2026-10-15T22:00:00Z", "2026-10-20T22:00:00Z", [
+        (2026, 10, 15, 21, 30),  # the 16th, 00:30 there: billed
+        (2026, 10, 16, 12),
+        (2026, 10, 20, 12),
+        (2026, 10, 20, 21, 30)])  # the 21st there: not billed
+    assert (invoiced, evidence.requests) == (3, 3)
+    assert evidence.objects["daily_totals.csv"].decode().splitlines()[1:] == ['"2026-10-16",2,0', '"2026-10-20",1,0']
+    manifest = json.loads(evidence.objects["manifest.json"])
+    assert (manifest["from"], manifest["to"]) == ("2026-10-15T21:00:00+00:00", "2026-10-20T21:00:00+00:00")
 
 
 def test_an_auto_renewing_contract_past_its_first_term_has_evidence(october, usage_store):

@@ -172,7 +172,7 @@ def test_every_rollup_row_is_rated_once_or_counted_as_unrated(october, billing_d
         finding = rollups_rated_once(conn, OCTOBER)
         # 31 days of org_d, 5 Oct (org_a eth), 10 + 31 Oct (org_a bsc; b5 is September's), 3 Oct (org_b),
         # 20 Oct x2 (org_c eth, base), 7 Oct (org_x, unrated): 38 rows, 31 + 7 + 3 + 2 + 13 + 4 = 60 requests
-        assert finding.passed and finding.counts == {"rollup_rows": 38, "requests": 60, "problems": 0}
+        assert finding.passed and finding.counts == {"usage_parts": 38, "requests": 60, "problems": 0}
         # a contract for org_x signed after the month was rated: its rows are neither rated nor unrated now
         conn.execute("INSERT INTO customers (org_id, legal_name, country) VALUES ('org_x', 'Xeno Labs', 'US')")
         conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)

@@ -60,9 +60,17 @@ def export_evidence(store: UsageStore, db_url: str, contract_id: str, start: dat
         raise BillingError(f"evidence: no contract {contract_id!r}")
     org_id, contract_start, contract_end, tz = row
     zone = ZoneInfo(tz)
-    lower = max(datetime.combine(start, time(), zone).astimezone(timezone.utc), contract_start)
-    upper = datetime.combine(end, time(), zone).astimezone(timezone.utc)
-    upper = min(upper, contract_end) if contract_end else upper
+
+    def midnight(day: date) -> datetime:
+        return datetime.combine(day, time(), zone).astimezone(timezone.utc)
+
+    # The contract bills whole days of its calendar, from the day it starts to the day it ends
+    # (domain/terms.active_days): cut at its start_at and end_at instants, the evidence of a
+    # contract signed at 01:00 local left out the hour it billed before, and one ended at 01:00
+    # local counted the hour it did not bill.
+    lower = max(midnight(start), midnight(contract_start.astimezone(zone).date()))
+    upper = midnight(end)
+    upper = min(upper, midnight(contract_end.astimezone(zone).date())) if contract_end else upper
     table = store.query_arrow(sql_text("evidence_requests"), {"org_id": org_id, "start": lower, "end": upper,
                                                               "lookback_start": lower - timedelta(hours=24),
                                                               "known_chains": list(known_chains())})

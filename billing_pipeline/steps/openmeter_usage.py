@@ -81,8 +81,8 @@ def collect_from_openmeter(client: OpenMeterClient, meters: MeterSet, start: dat
     spec = json.dumps({"url": client.url, "meters": [m.slug for m in meters.meters], "groupBy": GROUP_BY,
                        "windowSize": "DAY", "windowTimeZone": "UTC"}, sort_keys=True)
     before_schema = pa.schema([("day", pa.date32()), ("org_id", pa.string()), ("project_id", pa.string()),
-                               ("chain", pa.string()), ("timezone", pa.string()), ("requests", pa.int64())]
-                              + [(c, pa.int64()) for c in meters.additive_columns])
+                               ("chain", pa.string()), ("timezone", pa.string()), ("requests", pa.int64()),
+                               ("bytes_out", pa.int64())] + [(c, pa.int64()) for c in meters.additive_columns])
     return CollectedUsage(rollups, totals, pa.Table.from_pylist(quarantined, schema=quarantine_schema)
                           .select(QUARANTINE_COLUMNS), before_schema.empty_table(), f"openmeter {client.url}",
                           hashlib.sha256(spec.encode()).hexdigest())

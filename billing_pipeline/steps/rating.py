@@ -34,6 +34,43 @@ _CONTRACT_DAYS = """
     AND (c.covers_until IS NULL OR r.day < (c.covers_until AT TIME ZONE 'UTC')::date)
 """
 
+# The month's usage on the days it is billed on: an org billed in another timezone (its latest
+# contract's, as the rollup split its days: steps/usage.billing_timezones) on its own calendar days,
+# each UTC day's rollup cut at the local midnight inside it (domain/local_days.py: the part before
+# the cut is the local day before the cut's date); every other org on UTC days. Rows: (UTC day,
+# org, project, chain, local day, requests, bytes). Counted on UTC days, a zoned contract starting
+# at 01:00 local on the 16th left the 15th's UTC hours before the local midnight neither billed nor
+# unrated, and counted its first local hours (still the 15th in UTC) as both.
+_USAGE_ON_BILLED_DAYS = """
+    WITH zone AS (
+        SELECT DISTINCT ON (org_id) org_id, timezone FROM contracts_in_force
+        WHERE timezone NOT IN ('UTC', 'Etc/UTC')
+          AND start_at < %(end)s::date + 2 AND (covers_until IS NULL OR covers_until > %(start)s::date - 1)
+        ORDER BY org_id, start_at DESC)
+    SELECT r.day, r.org_id, r.project_id, r.chain, r.day AS local_day, r.requests, r.bytes_out
+    FROM usage_rollups r
+    WHERE r.day >= %(start)s AND r.day < %(end)s AND NOT EXISTS (SELECT 1 FROM zone z WHERE z.org_id = r.org_id)
+    UNION ALL
+    SELECT r.day, r.org_id, r.project_id, r.chain, part.local_day, part.requests, part.bytes_out
+    FROM usage_rollups r JOIN zone z ON z.org_id = r.org_id
+    LEFT JOIN usage_before_local_midnight b
+           ON (b.day, b.org_id, b.project_id, b.chain) = (r.day, r.org_id, r.project_id, r.chain)
+    CROSS JOIN LATERAL (SELECT ((((r.day + 1)::timestamp - interval '1 microsecond') AT TIME ZONE 'UTC')
+                                AT TIME ZONE z.timezone)::date AS cut_day) cut
+    CROSS JOIN LATERAL (VALUES (cut.cut_day, r.requests - coalesce(b.requests, 0), r.bytes_out - coalesce(b.bytes_out, 0)),
+                               (cut.cut_day - 1, coalesce(b.requests, 0), coalesce(b.bytes_out, 0)))
+               AS part (local_day, requests, bytes_out)
+    WHERE r.day >= %(start)s::date - 1 AND r.day < %(end)s::date + 1
+      AND part.local_day >= %(start)s AND part.local_day < %(end)s AND part.requests > 0
+"""
+
+# A contract covers the usage of its org on the days of [start_at, covers_until) in its timezone,
+# the days it bills (domain/terms.active_days); ``p`` is a row of _USAGE_ON_BILLED_DAYS.
+_COVERS_BILLED_DAY = """
+    p.local_day >= (c.start_at AT TIME ZONE c.timezone)::date
+    AND (c.covers_until IS NULL OR p.local_day < (c.covers_until AT TIME ZONE c.timezone)::date)
+"""
+
 _ACTIVE_CONTRACTS = """
     SELECT contract_id, org_id, contract_type, currency, region, plan_id, start_at, covers_until, timezone,
            price_fixed, minimum_commitment, billing_cycle
@@ -325,14 +362,13 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
             cur.executemany("""INSERT INTO usage_alerts (period_start, contract_id, meter, level, cap, used)
                                VALUES (%s, %s, %s, %s, %s, %s)""",
                             [(period.start, a.contract_id, a.meter, a.level, a.cap, a.used) for a in summary.alerts])
-        # Usage no contract covers is kept and counted, never dropped.
+        # Usage no contract covers is kept and counted, never dropped: on the days it would be billed on.
         unrated = conn.execute(
             f"""INSERT INTO unrated_usage (period_start, org_id, chain, requests, bytes_out, reason)
-                SELECT %(start)s, r.org_id, r.chain, sum(r.requests), sum(r.bytes_out), 'no contract covers these days'
-                FROM usage_rollups r
-                WHERE r.day >= %(start)s AND r.day < %(end)s
-                  AND NOT EXISTS (SELECT 1 FROM contracts_in_force c WHERE c.org_id = r.org_id AND {_CONTRACT_DAYS})
-                GROUP BY r.org_id, r.chain
+                SELECT %(start)s, p.org_id, p.chain, sum(p.requests), sum(p.bytes_out), 'no contract covers these days'
+                FROM ({_USAGE_ON_BILLED_DAYS}) p
+                WHERE NOT EXISTS (SELECT 1 FROM contracts_in_force c WHERE c.org_id = p.org_id AND {_COVERS_BILLED_DAY})
+                GROUP BY p.org_id, p.chain
                 RETURNING org_id, requests""",
             {"start": period.start, "end": period.end}).fetchall()
         unrated_requests = sum(r[1] for r in unrated)

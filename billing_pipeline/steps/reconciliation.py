@@ -172,19 +172,21 @@ def corrections_add_up(conn: psycopg.Connection, period: Period) -> Finding:
 
 
 def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
-    """Each rollup row of the month's UTC days: covered by exactly one contract in force that was
-    rated, or by none and then counted in unrated_usage; never by two. Rows name what is wrong:
-    (day, org, chain, problem, rollup requests, accounted requests)."""
-    from .rating import _CONTRACT_DAYS  # the rating's own coverage rule, so both read coverage alike
+    """The month's usage, on the days it is billed on (UTC days; an org billed in another timezone
+    on its own, each UTC day's rollup cut at its local midnight): each part covered by exactly one
+    contract in force that was rated, or by none and then counted in unrated_usage; never by two.
+    Rows name what is wrong: (day, org, chain, problem, requests, accounted requests); the day is
+    the customer's."""
+    from .rating import _COVERS_BILLED_DAY, _USAGE_ON_BILLED_DAYS  # the rating's own rules, read alike
 
     params = {"start": period.start, "end": period.end}
     rows = conn.execute(
         f"""WITH cover AS (
-                SELECT r.day, r.org_id, r.chain, r.requests, count(c.contract_id) AS contracts,
+                SELECT p.local_day AS day, p.org_id, p.chain, p.requests, count(c.contract_id) AS contracts,
                        min(c.contract_id) AS contract_id
-                FROM usage_rollups r LEFT JOIN contracts_in_force c ON c.org_id = r.org_id AND {_CONTRACT_DAYS}
-                WHERE r.day >= %(start)s AND r.day < %(end)s
-                GROUP BY r.day, r.org_id, r.project_id, r.chain, r.requests)
+                FROM ({_USAGE_ON_BILLED_DAYS}) p
+                LEFT JOIN contracts_in_force c ON c.org_id = p.org_id AND {_COVERS_BILLED_DAY}
+                GROUP BY p.day, p.local_day, p.org_id, p.project_id, p.chain, p.requests)
             SELECT day, org_id, chain, format('covered by %%s contracts', contracts), requests, requests * contracts
                 FROM cover WHERE contracts > 1
             UNION ALL
@@ -200,9 +202,8 @@ def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
                 WHERE coalesce(a.requests, 0) <> coalesce(b.requests, 0)
             ORDER BY 1 NULLS FIRST, 2, 3""", params).fetchall()
     counted = conn.execute(
-        """SELECT count(*), coalesce(sum(requests), 0) FROM usage_rollups WHERE day >= %(start)s AND day < %(end)s""",
-        params).fetchone()
-    return Finding(not rows, rows, {"rollup_rows": counted[0], "requests": int(counted[1]), "problems": len(rows)})
+        f"SELECT count(*), coalesce(sum(requests), 0) FROM ({_USAGE_ON_BILLED_DAYS}) p", params).fetchone()
+    return Finding(not rows, rows, {"usage_parts": counted[0], "requests": int(counted[1]), "problems": len(rows)})
 
 
 def stripe_live_totals(db_url: str, gateway, since: date) -> Finding:

@@ -141,7 +141,8 @@ def _before_local_midnight(store: UsageStore, meters: MeterSet, params: dict, zo
     """For orgs billed in other timezones, the part of each UTC day's usage sent before the local
     midnight inside it: the same deliveries-minus-duplicates queries, narrowed to those rows."""
     schema = pa.schema([("day", pa.date32()), ("org_id", pa.string()), ("project_id", pa.string()),
-                        ("chain", pa.string()), ("timezone", pa.string()), ("requests", pa.int64())]
+                        ("chain", pa.string()), ("timezone", pa.string()), ("requests", pa.int64()),
+                        ("bytes_out", pa.int64())]
                        + [(c, pa.int64()) for c in meters.additive_columns])
     if not zones:
         return schema.empty_table()
