@@ -49,7 +49,8 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
         == "Enabled"
     names = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="audit-test", Prefix=PREFIX)["Contents"])
     assert names == [f"{PREFIX}/{n}" for n in [
-        "contract_amendments.csv", "contract_discounts.csv", "contracts.csv", "credit_grants.csv", "customers.csv",
+        "contract_amendments.csv", "contract_discounts.csv", "contracts.csv", "credit_consumed_before.csv",
+        "credit_grants.csv", "customers.csv",
         "fx_rates.csv",
         "fx_snapshots.csv", "invoice_lines.csv", "invoices.csv", "manifest.json", "manifest.sig", "plans.csv",
         "public_key.pem", "rated_charges.csv", "source_totals.csv", "usage_before_local_midnight.csv",
@@ -63,14 +64,14 @@ def test_snapshot_is_locked_signed_verified_and_in_the_ledger(snapshot, s3_endpo
     ok = run_verify(f"s3://audit-test/{PREFIX}", "--public-key", str(signing_key), "--ledger",
                     "--prove-line", "CTR-A:2026-10:v1#2", db_url=snapshot, endpoint=s3_endpoint)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "snapshot OK: 2026-10, 14 files, 9 invoice lines" in ok.stdout
+    assert "snapshot OK: 2026-10, 15 files, 9 invoice lines" in ok.stdout
     assert "line: CTR-A:2026-10:v1,2," in ok.stdout and "proof leads to merkle root" in ok.stdout
 
     with psycopg.connect(snapshot) as conn:
         assert verify(conn).ok
         accounts = [r[0] for r in conn.execute(
             "SELECT account FROM ledger WHERE event = 'AUDIT_SNAPSHOT' ORDER BY entry_id")]
-    assert len(accounts) == 18 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"  # 17 objects and the location
+    assert len(accounts) == 19 and accounts[-1] == f"audit:location:s3://audit-test/{PREFIX}"  # 18 objects and the location
     assert any(a.startswith("audit:manifest.json@") for a in accounts)
 
 
@@ -155,6 +156,26 @@ def test_a_resigned_misplaced_or_padded_snapshot_fails(snapshot, s3_endpoint, si
     padded = run_verify(str(genuine), "--public-key", str(signing_key))
     assert padded.returncode == 1
     assert "FAIL contract_discounts_2.csv: not in the manifest (added after signing?)" in padded.stdout
+
+
+def test_the_snapshot_holds_what_earlier_months_consumed_of_prepaid_credit(october, tmp_path):
+    """A grant's balance is the grant less what earlier months consumed; those months' invoices are
+    not in this month's files, so the credit applied could not be proven from the snapshot alone."""
+    from billing_pipeline.steps.audit import export_month
+
+    with psycopg.connect(october) as conn:
+        conn.execute("""INSERT INTO credit_grants (grant_id, contract_id, amount, currency, granted_on, description)
+                        VALUES ('G1', 'CTR-C', 1000, 'EUR', '2026-08-15', 'Prepaid top-up')""")
+        for version, status, credits in ((1, "ISSUED", "400.00"), (2, "CORRECTED", "380.00")):  # the latest counts
+            conn.execute("""INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version,
+                                status, currency, subtotal, tax_rate, tax, credits_applied, total)
+                            VALUES (%s, 'CTR-C', 'org_c', '2026-09-01', '2026-10-01', %s, 'DRAFT', 'EUR', 500, 0, 0,
+                                    %s::numeric, 500 - %s::numeric)""", (f"CTR-C:2026-09:v{version}", version, credits, credits))
+            conn.execute("UPDATE invoices SET status = %s WHERE invoice_id = %s", (status, f"CTR-C:2026-09:v{version}"))
+    files = export_month(october, Period.parse_month("2026-10"), tmp_path)
+    assert files["credit_consumed_before.csv"].read_text().splitlines() == [
+        "contract_id,period_start,invoice_id,version,status,currency,credits_applied",
+        "CTR-C,2026-09-01,CTR-C:2026-09:v2,2,CORRECTED,EUR,380.0000"]
 
 
 def test_bad_key_and_unlocked_bucket_fail_clearly(monkeypatch, s3_endpoint):

@@ -43,7 +43,7 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
     assert "(Stripe a dry run (sends nothing until its credentials are set), Parasut a dry run" in out
     verified = run_cli("audit", "verify", str(snapshot), "--public-key", str(published), "--ledger",
                        env_overrides={}, tmp_path=tmp_path)  # the demo's database: embedded, in the state dir
-    assert verified.returncode == 0 and "snapshot OK: 2026-10, 14 files" in verified.stdout, verified.stdout
+    assert verified.returncode == 0 and "snapshot OK: 2026-10, 15 files" in verified.stdout, verified.stdout
 
     # Dagster's runs were stored in the embedded PostgreSQL through dagster-postgres.
     dagster_yaml = (tmp_path / "state" / "dagster" / "dagster.yaml").read_text()

@@ -215,7 +215,7 @@ def test_a_month_closed_and_issued_leaks_no_secret_anywhere(world, monkeypatch, 
         ("CTR-P:2026-10:v1", "DRAFT", "Parasut refused POST /oauth/token: HTTP 401: invalid_grant")]
     assert world.stripe_keys_presented == {s["stripe_api_key"], s["stripe_wrong_api_key"]}
     assert "(Stripe live, Parasut live)" in traces.outputs["issue"].stdout  # it said "a dry run" with credentials
-    assert "snapshot OK: 2026-10, 14 files" in traces.outputs["audit verify"].stdout  # signed with our key
+    assert "snapshot OK: 2026-10, 15 files" in traces.outputs["audit verify"].stdout  # signed with our key
     failing = ("migrate, PostgreSQL unreachable", "close, ClickHouse unreachable", "audit verify, S3 unreachable")
     assert [_masked(traces.outputs[n].stderr.splitlines()[-1]) for n in failing] == [
         "billing: error: cannot connect to PostgreSQL at BILLING_DATABASE_URL="

@@ -61,7 +61,8 @@ def _check_rating_is_current(conn, period: Period) -> None:
 
 def credit_balances(conn, period: Period, terms: dict[str, ContractTerms]) -> dict[str, Decimal]:
     """Prepaid credit left at the start of the period: granted before its end, minus what the
-    latest version of every earlier month's invoice consumed."""
+    latest version of every earlier month's invoice consumed (exported with the month's audit
+    snapshot as credit_consumed_before.csv: keep the two in step)."""
     granted = conn.execute(
         """SELECT contract_id, currency, sum(amount) FROM credit_grants WHERE granted_on < %s GROUP BY 1, 2""",
         (period.end,)).fetchall()
