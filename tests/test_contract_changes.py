@@ -163,3 +163,39 @@ def test_usage_no_contract_covers_is_counted_on_the_customers_days(october, bill
     assert lines == [(f"Polygon PoS - {billed} requests",)]
     assert unrated_d == [(unrated,)] and billed + unrated == 31
     assert finding.passed, finding.rows
+
+
+def test_a_month_issued_keeps_its_prices_when_the_catalog_changes_later(october, billing_defs, instance, tmp_path):
+    """Filler goes from 0.001 to 0.002 a request. Before October is issued, re-closing it applies the
+    new price (a price fixed before issuing); once issued, a re-run (a dispute's) keeps the price it
+    was issued with: it re-priced CTR-D's whole month at the new price, and the audit snapshot of
+    October exported the new definition beside the old invoices."""
+    from billing_pipeline.steps.audit import export_month
+    from billing_pipeline.steps.rating import rate_month
+    from month_fixture import TEST_PLANS
+
+    october_period = Period.parse_month("2026-10")
+    close_month(instance, october_period, definitions=billing_defs)
+    dearer = {"filler": TEST_PLANS["filler"].model_copy(update={"charges": [
+        MeteredCharge(meter="requests", unit="request", price=PerUnit(unit_price=D("0.002")))]})}
+
+    def ctr_d_amount() -> Decimal:
+        with psycopg.connect(october) as conn:
+            return conn.execute("SELECT sum(amount) FROM rated_charges WHERE contract_id = 'CTR-D'").fetchone()[0]
+
+    assert ctr_d_amount() == D("0.031")  # 31 requests at 0.001
+    with transaction(october) as conn:
+        sync_plans(conn, dearer)
+    assert (ctr_d_amount(), rate_month(october, october_period).plans_kept_as_issued) == (D("0.031"), [])
+    assert ctr_d_amount() == D("0.062")  # not issued yet: the new price applies
+
+    with transaction(october) as conn:
+        sync_plans(conn, {"filler": TEST_PLANS["filler"]})  # back to 0.001, then October is issued
+    rate_month(october, october_period)
+    with transaction(october) as conn:
+        conn.execute("UPDATE invoices SET status = 'ISSUED' WHERE period_start = '2026-10-01'")
+        sync_plans(conn, dearer)
+    assert rate_month(october, october_period).plans_kept_as_issued == ["filler"]
+    assert ctr_d_amount() == D("0.031")  # as issued
+    plans_csv = export_month(october, october_period, tmp_path)["plans.csv"].read_text()
+    assert '""unit_price"": ""0.001""' in plans_csv and "0.002" not in plans_csv

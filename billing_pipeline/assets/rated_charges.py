@@ -73,6 +73,8 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
         "amount_unrounded": money_text({k: _shown(v) for k, v in summary.totals_by_currency().items()}),
         "unrated_requests": summary.unrated_requests,
         "unrated_orgs": ", ".join(summary.unrated_orgs) or "none",
+        # a month already issued keeps the prices it was issued with (stores/plans.plans_for_month)
+        "plans_kept_as_issued": ", ".join(summary.plans_kept_as_issued) or "none",
         "usage_alerts": len(summary.alerts),
         "largest_charges": markdown_table(
             ["contract", "description", "quantity", "unit price", "amount"],

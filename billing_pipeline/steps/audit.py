@@ -67,8 +67,11 @@ EXPORTS = {
                         FROM contracts WHERE start_at < %(end)s ORDER BY contract_id""",
     "customers.csv": """SELECT org_id, legal_name, country, tax_id, tax_office, address FROM customers
                         WHERE org_id IN (SELECT org_id FROM contracts WHERE start_at < %(end)s) ORDER BY org_id""",
-    "plans.csv": """SELECT plan_id, name, plan_type, currency, billing_cycle, base_price, definition::text,
-                           definition_sha256, updated_at FROM plans ORDER BY plan_id""",
+    # the version of each plan the month was rated with (a month already issued keeps its own)
+    "plans.csv": """SELECT v.plan_id, v.name, v.plan_type, v.currency, v.billing_cycle, v.base_price,
+                           v.definition::text, v.definition_sha256, v.recorded_at AS updated_at
+                    FROM month_plan_versions m JOIN plan_versions v USING (version_id)
+                    WHERE m.period_start = %(start)s ORDER BY v.plan_id""",
     "contract_amendments.csv": """SELECT contract_id, effective_from, plan_id, price_fixed, minimum_commitment, reason,
                                          signed_doc_sha256 FROM contract_amendments
                                   WHERE effective_from < %(end)s ORDER BY contract_id, effective_from""",

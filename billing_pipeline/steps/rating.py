@@ -24,7 +24,7 @@ from ..domain.terms import ContractMonth, ContractTerms, RatedCharge, UsageAlert
 from ..errors import BillingError, MissingDataError
 from ..stores.postgres import connect, lock_partitions, transaction
 from ..stores.meter_sql import MeterSet
-from ..stores.plans import plans_from_db
+from ..stores.plans import plans_for_month, plans_from_db
 from .usage_tables import add_meter_columns, analyze_rollups, rolled_up_days
 
 # A contract covers the usage of its org on the UTC days of [start_at, covers_until): see the
@@ -94,6 +94,7 @@ class RatingSummary:
     charge_count: int = 0
     totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # unrounded, per currency
     largest: list[RatedCharge] = field(default_factory=list)  # the 10 largest charges
+    plans_kept_as_issued: list[str] = field(default_factory=list)  # changed in the catalog since the month was issued
     alerts: list[UsageAlert] = field(default_factory=list)
     unrated_requests: int = 0
     unrated_orgs: list[str] = field(default_factory=list)
@@ -338,7 +339,7 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
         reader.execute("SET work_mem = '128MB'")  # the reader's aggregation, in memory too (3.5 s, 4.0 s in 4 MB)
         conn.execute("SET LOCAL work_mem = '128MB'")  # a month of rollups aggregates in memory
         _check_no_overlaps(conn, period)
-        plans = plans_from_db(conn)
+        plans, kept_plans = plans_for_month(conn, period.start)
         terms = load_terms(conn, period, plans)
         needed = _days_needed(terms, period)
         missing = missing_days(needed, rolled_up_days(conn, needed[0], needed[-1] + timedelta(days=1)))
@@ -352,7 +353,7 @@ def rate_month(db_url: str, period: Period, run_id: str | None = None, meters: M
         conn.execute("DELETE FROM rated_charges WHERE period_start = %s", (period.start,))
         conn.execute("DELETE FROM unrated_usage WHERE period_start = %s", (period.start,))
         conn.execute("DELETE FROM usage_alerts WHERE period_start = %s", (period.start,))
-        summary = RatingSummary(period, contracts=len(terms))
+        summary = RatingSummary(period, contracts=len(terms), plans_kept_as_issued=kept_plans)
         with conn.cursor().copy(_COPY_CHARGES) as copy:
             for month in _rated_months(reader, period, meters, terms, plans):
                 summary.add(month.charges)
