@@ -264,8 +264,8 @@ def cmd_evidence(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo.seed import seed_demo_contracts
-    from .resources.audit_storage import published_public_key
     from .demo.synthetic import UsageSpec, chain_names, generate_usage
+    from .resources.audit_storage import published_public_key
     from .stores.postgres import transaction
     from .summary import format_month_summary
 
@@ -275,6 +275,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     check_closable(period)
     print(f"Billing pipeline demo: month {period.label}, state in {settings.state_dir()}")
     done = _step("starting stores")
+    if settings.env(settings.DATABASE_URL_ENV):  # the demo's own database on a server: made if missing
+        from .stores.postgres import billing_database_url, database_name, ensure_database, with_database
+
+        url = billing_database_url()
+        ensure_database(with_database(url, "postgres"), database_name(url), settings.DATABASE_URL_ENV)
     db_url = _database()
     store = _usage_store()
     done()
