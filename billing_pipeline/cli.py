@@ -171,6 +171,7 @@ def cmd_dispute(args: argparse.Namespace) -> int:
     days = [date.fromisoformat(d) for d in args.day]
     check_dispute_days(period, days)  # before anything starts
     db_url = _database()
+    _require_closed(db_url, period)  # a month never closed has no invoice to dispute
     done = _step(f"dispute backfill of {period.label}: usage_rollups for {', '.join(args.day)}, then rated_charges, "
                  "invoice_drafts, the sinks, invoice_corrections and audit_snapshot")
     before = {d[0]: d[7] for d in month_corrections(db_url, period)}

@@ -143,11 +143,12 @@ def test_settings_that_are_what_they_take_configure_the_resources(monkeypatch):
     assert resources["fx_sources"].divergence_limit == Decimal("0.015")
 
 
-@pytest.mark.parametrize("command", ["issue", "invoices"])
+@pytest.mark.parametrize("command", [["issue"], ["invoices"], ["dispute", "--day", "2026-10-05"]])
 def test_cli_month_never_closed_is_refused_not_reported_empty(tmp_path, db_url, command):
-    """Before, `issue` ran both sinks over nothing and `invoices` printed 0 drafts, as for a closed
-    month without contracts."""
-    result = run_cli(command, "--month", "2026-10", tmp_path=tmp_path, env_overrides={"BILLING_DATABASE_URL": db_url})
+    """Before, `issue` ran both sinks over nothing, `invoices` printed 0 drafts, as for a closed
+    month without contracts, and `dispute` re-ran the day's rollup and failed on the empty store."""
+    result = run_cli(command[0], "--month", "2026-10", *command[1:], tmp_path=tmp_path,
+                     env_overrides={"BILLING_DATABASE_URL": db_url})
     assert_one_clear_line(result, "2026-10 has not been closed: rated_charges 2026-10-01 was never materialized",
                           "close it first: billing close --month 2026-10")
 
