@@ -57,6 +57,9 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
 
     versions = [r for r in rows if r[4] == "INVOICE"]
     in_force = versions_in_force(versions)
+    by_contract = defaultdict(list)  # every row of a contract, looked up per contract (100k contracts)
+    for r in rows:
+        by_contract[r[1]].append(r)
     statuses = Counter(r[3] for r in in_force.values())
     counted = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
     out = [f"Billing month {period.label}: {len(in_force)} invoices{f' ({counted})' if counted else ''} from "
@@ -79,12 +82,12 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
         if credits:
             out.append(f"    {'prepaid credit applied':<73} {_num(-credits, currency):>14} {currency}")
         out.append(f"    {'TOTAL':<73} {_num(total, currency):>14} {currency}")
-        for d in rows:  # the documents that issued this version's difference
-            if d[1] == contract_id and d[2] == version and d[4] != "INVOICE":
+        for d in by_contract[contract_id]:  # the documents that issued this version's difference
+            if d[2] == version and d[4] != "INVOICE":
                 label = f"{_KIND_NAMES.get(d[4], d[4])} {d[0]} ({d[3]})"
                 out.append(f"    {label:<73} {_num(d[13], currency):>14} {currency}")
-        for later in versions:  # drafted after it and not issued: a correction that stopped, or not yet sent
-            if later[1] == contract_id and later[2] > version:
+        for later in by_contract[contract_id]:  # drafted after it, not issued: a correction that stopped, or unsent
+            if later[4] == "INVOICE" and later[2] > version:
                 why = f": {later[14]}" if later[14] else ", not issued yet"
                 out.append(f"    v{later[2]} {later[3]}{why}")
         out.append("")
