@@ -28,6 +28,9 @@ def test_demo_closes_a_month_on_embedded_defaults(tmp_path):
     assert "Monthly RPC service - Enterprise TR (2026-10)" in block
     assert re.search(r"tax \(KDV 20%\)\s+5,000.00 TRY", block)
     assert re.search(r"TOTAL\s+30,000.00 TRY", block)
+    # global contracts without Stripe Tax carry no tax; the label said Stripe would compute it
+    block = out[out.index("CTR-0000:2026-10:v1"):]
+    assert re.search(r"tax \(none: Stripe Tax is off\)\s+0.00 USD", block[:block.index("\n\n")])
     # totals per currency add up: total = subtotal + tax
     for currency, subtotal, tax, total in re.findall(
             r"(\w{3}): subtotal ([\d,.]+), tax ([\d,.]+), total ([\d,.]+)", out):
