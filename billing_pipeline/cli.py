@@ -56,6 +56,18 @@ def _database() -> str:
     return _migrated_database()[0]
 
 
+def _demo_database() -> str:
+    """The demo's own database, migrated: on a server (BILLING_DATABASE_URL), made if missing, as
+    the embedded one is; other commands refuse a missing database rather than close a month into
+    an empty one."""
+    if settings.env(settings.DATABASE_URL_ENV):
+        from .stores.postgres import billing_database_url, database_name, ensure_database, with_database
+
+        url = billing_database_url()
+        ensure_database(with_database(url, "postgres"), database_name(url), settings.DATABASE_URL_ENV)
+    return _database()
+
+
 def _migrated_database() -> tuple[str, list[int]]:
     """The billing database's URL, its schema brought up to date first; and the migrations applied."""
     from .stores.postgres import billing_database_url, migrate, redact
@@ -276,12 +288,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     check_closable(period)
     print(f"Billing pipeline demo: month {period.label}, state in {settings.state_dir()}")
     done = _step("starting stores")
-    if settings.env(settings.DATABASE_URL_ENV):  # the demo's own database on a server: made if missing
-        from .stores.postgres import billing_database_url, database_name, ensure_database, with_database
-
-        url = billing_database_url()
-        ensure_database(with_database(url, "postgres"), database_name(url), settings.DATABASE_URL_ENV)
-    db_url = _database()
+    db_url = _demo_database()
     store = _usage_store()
     done()
     done = _step(f"generating {args.events:,} requests for {args.orgs} orgs / {args.projects} projects / "
