@@ -181,6 +181,32 @@ def test_receivables_are_what_issued_invoices_still_have_open_after_their_credit
         ("CTR-A:2026-10:v1", "INVOICE", D("0.1600"), D("-0.0500"), D("0.1100"), "2026-11-02", "2026-12-02"),
         ("CTR-C:2026-10:v1", "INVOICE", D("500.7500"), D(0), D("500.7500"), "2026-11-02", "2026-12-02")]
 
+def test_an_issued_month_bills_its_issued_versions_and_each_invoice_falls_due_as_its_customer_was_told(
+        october, billing_defs, instance):
+    """A draft made after the month was issued (a discount not yet decided) is not what the month
+    bills until the dispute flow issues it: revenue followed it (as `billing invoices` does not).
+    Parasut's invoice falls due its issue date plus the terms (the e-invoice's due_date), not from
+    when the sink ran; an invoice charged automatically is due at once."""
+    october_period = Period.parse_month("2026-10")
+    close_month(instance, october_period, definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        conn.execute("UPDATE contracts SET collection_method = 'charge_automatically' WHERE contract_id = 'CTR-C'")
+        conn.execute("UPDATE invoices SET status = 'ISSUED', issued_at = '2026-11-04T09:00:00Z'")
+        conn.execute("UPDATE invoices SET sink = 'PARASUT' WHERE contract_id = 'CTR-B'")
+        issued = conn.execute("SELECT subtotal FROM invoices WHERE contract_id = 'CTR-D'").fetchone()[0]
+        _discount(conn, "CTR-D", "HALF", 50, "Half off")
+    close_month(instance, october_period, definitions=billing_defs)  # CTR-D:2026-10:v2, a draft
+    assert all(_build(billing_defs, instance).values())
+    with psycopg.connect(october) as conn:
+        assert conn.execute("SELECT status, subtotal FROM invoices WHERE invoice_id = 'CTR-D:2026-10:v2'").fetchone() \
+            == ("DRAFT", D("0.0100"))  # 0.03 less half of it, rounded as its line (-0.02)
+        filler = conn.execute("SELECT revenue FROM analytics_marts.revenue_per_plan WHERE plan_id = 'filler'").fetchone()
+        due = conn.execute("""SELECT invoice_id, issued_on::text, due_on::text FROM analytics_marts.invoice_ageing
+                              WHERE invoice_id IN ('CTR-B:2026-10:v1', 'CTR-C:2026-10:v1') ORDER BY 1""").fetchall()
+    assert filler == (issued,) == (D("0.0300"),)
+    assert due == [("CTR-B:2026-10:v1", "2026-11-01", "2026-12-01"), ("CTR-C:2026-10:v1", "2026-11-04", "2026-11-04")]
+
+
 def test_a_rerun_of_the_month_replaces_its_rows_and_the_preview_shows_in_dagster(october, billing_defs, instance,
                                                                                marts):
     job = billing_defs.resolve_implicit_global_asset_job_def()
