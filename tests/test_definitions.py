@@ -78,6 +78,21 @@ def test_migrations_are_ordered_idempotent_and_tamper_evident(empty_db_url):
         migrate(empty_db_url)
 
 
+def test_yesterday_is_rolled_up_at_two_by_itself():
+    """requests_raw is written by the gateway, never materialized in Dagster: on_cron waited for it
+    to update since the tick, and no day was ever rolled up by the automation."""
+    from datetime import datetime, timezone
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = None
+        for hour, minute in ((1, 55), (2, 5)):  # before and after the tick on 4 December
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor,
+                                                       evaluation_time=datetime(2026, 12, 4, hour, minute,
+                                                                                tzinfo=timezone.utc))
+            cursor = result.cursor
+        assert sorted(result.get_requested_partitions(dg.AssetKey("usage_rollups"))) == ["2026-12-03"]
+
+
 def test_month_is_rated_again_when_a_day_is_rerun():
     """The automation sensor's logic: the month follows once every day is in, and again after a re-run."""
     from datetime import datetime, timezone
