@@ -42,3 +42,13 @@ def test_unit_price_precision_limit():
     assert check_unit_price(Decimal("0.000000000001")) == Decimal("0.000000000001")
     with pytest.raises(ValueError, match="more than 12 decimal places"):
         check_unit_price(Decimal("0.0000000000001"), "pro rate")
+
+
+def test_amounts_shown_in_dagster_metadata_are_plain_decimals():
+    """rated_charges' metadata showed 450 EUR as 4.5E+2 and a 25,000 unit price as 2.5E+4."""
+    from billing_pipeline.assets.rated_charges import shown
+    from billing_pipeline.assets.reporting import money_text
+
+    assert [str(shown(Decimal(v))) for v in ("450.000000", "25000", "0.0155000", "0.00000049", "0")] == [
+        "450", "25000", "0.0155", "0", "0"]  # to the millionth, as before
+    assert money_text({"EUR": shown(Decimal("450.0000")), "USD": shown(Decimal("120000"))}) == "450 EUR, 120,000 USD"

@@ -70,7 +70,7 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
     return dg.MaterializeResult(check_results=checks, metadata={
         "dagster/row_count": summary.charge_count,
         "contracts": summary.contracts,
-        "amount_unrounded": money_text({k: _shown(v) for k, v in summary.totals_by_currency().items()}),
+        "amount_unrounded": money_text({k: shown(v) for k, v in summary.totals_by_currency().items()}),
         "unrated_requests": summary.unrated_requests,
         "unrated_orgs": ", ".join(summary.unrated_orgs) or "none",
         # a month already issued keeps the prices it was issued with (stores/plans.plans_for_month)
@@ -78,7 +78,7 @@ def rated_charges(context: dg.AssetExecutionContext, billing_db: BillingDatabase
         "usage_alerts": len(summary.alerts),
         "largest_charges": markdown_table(
             ["contract", "description", "quantity", "unit price", "amount"],
-            [(c.contract_id, c.description, c.quantity, _shown(c.unit_price), _shown(c.amount)) for c in preview],
+            [(c.contract_id, c.description, c.quantity, shown(c.unit_price), shown(c.amount)) for c in preview],
         ),
         "usage_cap_alerts": markdown_table(
             ["contract", "meter", "level", "cap", "used"],
@@ -103,6 +103,10 @@ def _rated_once_check(db_url: str, period: Period) -> dg.AssetCheckResult:
                                    ["day", "org", "chain", "problem", "rollup requests", "accounted"], finding.rows[:50])})
 
 
-def _shown(value: Decimal) -> Decimal:
-    """Display only: exact shares can carry dozens of digits; the stored values keep them all."""
-    return value.quantize(Decimal("1e-6")).normalize() if value else Decimal(0)
+def shown(value: Decimal) -> Decimal:
+    """Display only: exact shares can carry dozens of digits; the stored values keep them all.
+    Trailing zeros go, but never into an exponent (normalize() alone showed 450 as 4.5E+2)."""
+    if not value:
+        return Decimal(0)
+    short = value.quantize(Decimal("1e-6")).normalize()
+    return short.quantize(Decimal(1)) if short.as_tuple().exponent > 0 else short
