@@ -173,6 +173,13 @@ def test_every_rollup_row_is_rated_once_or_counted_as_unrated(october, billing_d
         # 31 days of org_d, 5 Oct (org_a eth), 10 + 31 Oct (org_a bsc; b5 is September's), 3 Oct (org_b),
         # 20 Oct x2 (org_c eth, base), 7 Oct (org_x, unrated): 38 rows, 31 + 7 + 3 + 2 + 13 + 4 = 60 requests
         assert finding.passed and finding.counts == {"usage_parts": 38, "requests": 60, "problems": 0}
+        # a day's rows lost after its rollup: rated and unrated both miss them, the day's record does not
+        conn.execute("SAVEPOINT lost")
+        conn.execute("DELETE FROM usage_rollups WHERE day = '2026-10-15'")
+        lost = rollups_rated_once(conn, OCTOBER)
+        assert not lost.passed and lost.rows == [
+            (date(2026, 10, 15), None, None, "usage_rollups rows vs the requests the day's rollup recorded", 0, 1)]
+        conn.execute("ROLLBACK TO SAVEPOINT lost")
         # a contract for org_x signed after the month was rated: its rows are neither rated nor unrated now
         conn.execute("INSERT INTO customers (org_id, legal_name, country) VALUES ('org_x', 'Xeno Labs', 'US')")
         conn.execute("""INSERT INTO contracts (contract_id, org_id, plan_id, contract_type, currency, region, start_at)

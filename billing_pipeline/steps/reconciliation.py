@@ -174,9 +174,9 @@ def corrections_add_up(conn: psycopg.Connection, period: Period) -> Finding:
 def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
     """The month's usage, on the days it is billed on (UTC days; an org billed in another timezone
     on its own, each UTC day's rollup cut at its local midnight): each part covered by exactly one
-    contract in force that was rated, or by none and then counted in unrated_usage; never by two.
-    Rows name what is wrong: (day, org, chain, problem, requests, accounted requests); the day is
-    the customer's."""
+    contract in force that was rated, or by none and then counted in unrated_usage; never by two;
+    and each day's rows still the requests its rollup recorded (usage_rollup_days). Rows name what
+    is wrong: (day, org, chain, problem, requests, accounted requests); the day is the customer's."""
     from .rating import _COVERS_BILLED_DAY, _USAGE_ON_BILLED_DAYS  # the rating's own rules, read alike
 
     params = {"start": period.start, "end": period.end}
@@ -200,6 +200,15 @@ def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
                 FULL JOIN (SELECT org_id, chain, sum(requests) AS requests FROM unrated_usage
                            WHERE period_start = %(start)s GROUP BY 1, 2) b ON a.org_id = b.org_id AND a.chain = b.chain
                 WHERE coalesce(a.requests, 0) <> coalesce(b.requests, 0)
+            UNION ALL
+            -- the rows are the ones the rollup wrote: rows lost or added since leave both sides above agreeing
+            SELECT d.day, NULL, NULL, 'usage_rollups rows vs the requests the day''s rollup recorded',
+                   coalesce(r.requests, 0), d.requests
+                FROM usage_rollup_days d
+                LEFT JOIN (SELECT day, sum(requests) AS requests FROM usage_rollups
+                           WHERE day >= %(start)s::date - 1 AND day < %(end)s::date + 1 GROUP BY day) r USING (day)
+                WHERE d.day >= %(start)s::date - 1 AND d.day < %(end)s::date + 1
+                  AND coalesce(r.requests, 0) <> d.requests
             ORDER BY 1 NULLS FIRST, 2, 3""", params).fetchall()
     counted = conn.execute(
         f"SELECT count(*), coalesce(sum(requests), 0) FROM ({_USAGE_ON_BILLED_DAYS}) p", params).fetchone()
