@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import dagster as dg
+import psycopg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -197,3 +198,20 @@ def test_the_rate_limit_defaults_to_stripes_for_the_key(key, expected):
     assert StripeResource(api_key=key).gateway().ops_per_second == expected
     assert StripeResource(api_key=key, max_ops_per_second=7).gateway().ops_per_second == 7
     assert StripeResource().gateway() is None and StripeResource(api_key=key, dry_run=True).gateway() is None
+
+
+def test_the_sink_sends_nothing_when_the_months_blocking_checks_fail_now(october, billing_defs, instance):
+    """A draft edited after drafting, its lines and totals together (so they still add up): the
+    checks' last results were green and Dagster keeps one result per check, not per month, so the
+    sink would have issued it. It asks the database again first, and stops before any call."""
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        conn.execute("UPDATE invoice_lines SET amount = amount + 1 WHERE invoice_id = 'CTR-A:2026-10:v1' AND line_no = 1")
+        conn.execute("UPDATE invoices SET subtotal = subtotal + 1, total = total + 1 "
+                     "WHERE invoice_id = 'CTR-A:2026-10:v1'")
+    with pytest.raises(dg.Failure) as failure:
+        materialize_sink(billing_defs, instance)
+    assert str(failure.value).startswith(
+        "stripe_invoices 2026-10: nothing sent: the month's blocking checks fail now (1): CTR-A:2026-10:v1: line 1 "
+        "is 1.0500, its rated charge CTR-A:2026-10:USAGE:requests:bsc-mainnet rounds to 0.05.")
+    assert rows(october, "SELECT count(*) FROM sink_outbox") == [(0,)]  # not even a dry-run request

@@ -10,6 +10,7 @@ from ..resources import BillingDatabase
 from ..resources.audit_storage import AuditStorageResource
 from ..resources.parasut import ParasutResource
 from ..sinks.parasut.issuing import PollPolicy, issue_month
+from ..steps.issue_guard import refuse_unless_ready
 from ..steps.reconciliation import parasut_live_totals
 from ..stores.postgres import connect
 from .conditions import issue_once
@@ -51,6 +52,7 @@ def parasut_invoices(context: dg.AssetExecutionContext, billing_db: BillingDatab
     client = parasut.client(db_url)
     polls = PollPolicy(interval=parasut.poll_interval_seconds)
     with failures_as_messages():
+        refuse_unless_ready("parasut_invoices", db_url, period)
         try:
             if client is None:
                 result = issue_month(db_url, None, period)

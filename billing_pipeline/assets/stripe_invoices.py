@@ -10,6 +10,7 @@ from ..domain.periods import Period
 from ..resources import BillingDatabase
 from ..resources.stripe import StripeResource
 from ..sinks.stripe.issuing import issue_month
+from ..steps.issue_guard import refuse_unless_ready
 from ..steps.reconciliation import stripe_live_totals
 from ..stores.postgres import connect
 from .conditions import issue_once
@@ -50,6 +51,7 @@ def stripe_invoices(context: dg.AssetExecutionContext, billing_db: BillingDataba
     period = Period.parse_month(context.partition_key)
     db_url = billing_db.get_url()
     with failures_as_messages():
+        refuse_unless_ready("stripe_invoices", db_url, period)
         gateway = stripe.gateway()
         result = issue_month(db_url, gateway, period, concurrency=stripe.concurrency)
     failed = result.by_status("FAILED")
