@@ -141,16 +141,19 @@ def test_a_draft_write_that_fails_leaves_the_months_drafts_as_they_were(october,
     assert _snapshot(october) == before
 
 
-def test_invoicing_refuses_charges_older_than_their_usage(october, billing_defs, instance):
+@pytest.mark.parametrize("day", ["2026-10-05", "2026-11-01"])  # a day of the month, or the edge day after it
+def test_invoicing_refuses_charges_older_than_their_usage(october, billing_defs, instance, day):
+    """The edge days too: rating reads them for customers in other timezones, and a re-run
+    1 November left October's drafts made from stale charges without a word."""
     close_month(instance, OCTOBER, definitions=billing_defs)
     job = billing_defs.resolve_implicit_global_asset_job_def()
     job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("usage_rollups")],
-                           partition_key="2026-10-05")
+                           partition_key=day)
     result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("invoice_drafts")],
                                     partition_key="2026-10-01", raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "usage_rollups partition 2026-10-05 was re-run after rated_charges 2026-10-01" in \
+    assert f"usage_rollups partition {day} was re-run after rated_charges 2026-10-01" in \
         failure.step_failure_data.error.message
 
 
@@ -232,3 +235,40 @@ def test_a_contract_whose_billing_cycle_contradicts_its_plan_is_named(october):
         with pytest.raises(BillingError, match="contract CTR-A says billing_cycle YEARLY but its plan pro_test is "
                                                "billed MONTHLY; make them agree"):
             load_terms(conn, OCTOBER)
+
+
+def test_a_month_that_needs_the_day_after_it_is_rated_again_once_that_day_is_in(october, billing_defs, instance):
+    """CTR-A bills in New York, so October needs 1 November's rollup (rolled up at 02:00 on the 2nd).
+    The automation rated October at 02:00 on the 1st, that run failed naming the day, and nothing
+    asked again: the month never closed by itself."""
+    from datetime import datetime, timezone
+
+    with transaction(october) as conn:
+        conn.execute("UPDATE contracts SET timezone = 'America/New_York' WHERE contract_id = 'CTR-A'")
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    rated = dg.AssetKey("rated_charges")
+
+    def roll_up(first: str, last: str) -> None:
+        assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("usage_rollups")], tags={
+            ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}).success
+
+    def requested(at: datetime, cursor):
+        result = dg.evaluate_automation_conditions(defs=billing_defs, instance=instance, cursor=cursor,
+                                                   evaluation_time=at)
+        return result.get_requested_partitions(rated), result.cursor
+
+    _, cursor = requested(datetime(2026, 11, 1, 1, 0, tzinfo=timezone.utc), None)  # the sensor was running
+    roll_up("2026-09-30", "2026-10-31")
+    first, cursor = requested(datetime(2026, 11, 1, 2, 10, tzinfo=timezone.utc), cursor)
+    assert first == {"2026-10-01"}
+    failed = job.execute_in_process(instance=instance, asset_selection=[rated], partition_key="2026-10-01",
+                                    raise_on_error=False)
+    assert not failed.success  # missing partition(s): 2026-11-01
+    waiting, cursor = requested(datetime(2026, 11, 1, 2, 15, tzinfo=timezone.utc), cursor)  # the sensor's next tick
+    assert waiting == set()
+    roll_up("2026-11-01", "2026-11-01")  # 02:00 on the 2nd
+    again, cursor = requested(datetime(2026, 11, 2, 2, 35, tzinfo=timezone.utc), cursor)
+    assert again == {"2026-10-01"}
+    assert job.execute_in_process(instance=instance, asset_selection=[rated], partition_key="2026-10-01").success
+    later, _ = requested(datetime(2026, 11, 2, 3, 0, tzinfo=timezone.utc), cursor)
+    assert later == set()  # once

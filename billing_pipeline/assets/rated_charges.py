@@ -22,12 +22,25 @@ contracts = dg.AssetSpec(
 )
 
 
+# Eager rates the month once its last day is rolled up (02:00 on the 1st), but a customer west of
+# UTC also needs the day after the month (steps/rating._days_needed), rolled up at 02:00 on the 2nd
+# and mapped to the next month only: that first run fails naming the day, and nothing asked again.
+RETRY_AFTER_THE_DAY_AFTER = (
+    dg.AutomationCondition.in_latest_time_window()
+    & dg.AutomationCondition.execution_failed()
+    & dg.AutomationCondition.cron_tick_passed("30 2 2 * *", "UTC").since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets("contracts"))  # never materialized
+    & ~dg.AutomationCondition.in_progress()
+).with_label("failed: again at 02:30 on the 2nd, once the day after the month is rolled up")
+
+
 @dg.asset(
     deps=[usage_rollups, contracts],
     partitions_def=monthly_partitions,
     # contracts are maintained outside the pipeline and never "materialized": they must not hold
     # the month back as a missing dependency.
-    automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(contracts.key)),
+    automation_condition=(dg.AutomationCondition.eager() | RETRY_AFTER_THE_DAY_AFTER).ignore(
+        dg.AssetSelection.assets(contracts.key)),
     group_name="billing",
     kinds={"postgres"},
     owners=["team:billing-data"],

@@ -6,6 +6,7 @@ import heapq
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Iterator
 
@@ -50,9 +51,11 @@ def _check_rating_is_current(conn, period: Period) -> None:
     rated_at = conn.execute("SELECT rated_at FROM rating_runs WHERE period_start = %s", (period.start,)).fetchone()
     if rated_at is None:
         raise MissingDataError(f"invoice_drafts {key}: rated_charges partition {key} has not been materialized")
+    # the edge days too: rating reads them for customers in other timezones (a re-run 1 December
+    # changes a New York customer's November, and drafting took the stale charges without a word)
     newer = conn.execute(
         "SELECT min(day) FROM usage_rollup_days WHERE day >= %s AND day < %s AND rolled_up_at > %s",
-        (period.start, period.end, rated_at[0])).fetchone()[0]
+        (period.start - timedelta(days=1), period.end + timedelta(days=1), rated_at[0])).fetchone()[0]
     if newer is not None:
         raise MissingDataError(
             f"invoice_drafts {key}: usage_rollups partition {newer.isoformat()} was re-run after rated_charges {key}; "
