@@ -86,6 +86,16 @@ def test_month_close_exact_amounts(october, billing_defs, instance):
     assert rollup_meta["duplicate_rows_removed"].value == 4
     invoice_meta = instance.get_latest_materialization_event(dg.AssetKey("invoice_drafts")).asset_materialization.metadata
     assert invoice_meta["total"].value == "500.75 EUR, 30,000.00 TRY, 0.19 USD"
+    assert (invoice_meta["dagster/row_count"].value, invoice_meta["drafted_this_run"].value) == (4, 4)
+    # most of the month issued, drafting run again: the month still shows whole (it showed 1 draft, 0.05 USD)
+    with transaction(october) as conn:
+        conn.execute("UPDATE invoices SET status = 'ISSUED' WHERE contract_id <> 'CTR-D'")
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("invoice_drafts")],
+                                  partition_key="2026-10-01").success
+    again = instance.get_latest_materialization_event(dg.AssetKey("invoice_drafts")).asset_materialization.metadata
+    assert (again["dagster/row_count"].value, again["total"].value, again["drafted_this_run"].value) == (
+        4, "500.75 EUR, 30,000.00 TRY, 0.19 USD", 1)
     rated_meta = instance.get_latest_materialization_event(dg.AssetKey("rated_charges")).asset_materialization.metadata
     assert rated_meta["unrated_requests"].value == 4
     assert rated_meta["unrated_orgs"].value == "org_x"

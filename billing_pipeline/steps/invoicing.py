@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Iterator
 
 from ..domain.invoicing import LIRA, Conversion, InvoiceDraft, draft_invoice
-from ..domain.money import MINOR_UNITS
+from ..domain.money import MINOR_UNITS, round_money
 from ..domain.periods import Period
 from ..domain.terms import ContractTerms, RatedCharge
 from ..errors import BillingError, MissingDataError
@@ -241,6 +241,20 @@ def _fx_columns(draft: InvoiceDraft) -> tuple:
     """source_currency, fx_rate, fx_snapshot_ref, fx_estimated"""
     c = draft.conversion
     return (None, None, None, False) if c is None else (c.currency, c.rate, c.ref, c.estimated)
+
+
+def month_in_force(db_url: str, period: Period) -> tuple[int, dict[str, Decimal]]:
+    """The month's invoices as they stand, whatever this run wrote: each contract's version in
+    force (its latest issued version, else its latest draft; summary.versions_in_force) and their
+    totals per currency."""
+    with connect(db_url) as conn:
+        rows = conn.execute(
+            """SELECT trim(currency), count(*), sum(total) FROM (
+                   SELECT DISTINCT ON (contract_id) currency, total FROM invoices
+                   WHERE period_start = %s AND kind = 'INVOICE' AND status <> 'VOID'
+                   ORDER BY contract_id, status IN ('ISSUED', 'PAID', 'CORRECTING', 'CORRECTED') DESC, version DESC) v
+               GROUP BY 1 ORDER BY 1""", (period.start,)).fetchall()
+    return sum(r[1] for r in rows), {r[0]: round_money(r[2], r[0]) for r in rows}
 
 
 def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
