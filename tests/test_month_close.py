@@ -282,3 +282,24 @@ def test_a_month_that_needs_the_day_after_it_is_rated_again_once_that_day_is_in(
     assert job.execute_in_process(instance=instance, asset_selection=[rated], partition_key="2026-10-01").success
     later, _ = requested(datetime(2026, 11, 2, 3, 0, tzinfo=timezone.utc), cursor)
     assert later == set()  # once
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE contracts SET vat_rate = 0.10 WHERE contract_id = 'CTR-B'",
+    """INSERT INTO contract_discounts (contract_id, discount_id, kind, value, valid_from, description)
+       VALUES ('CTR-C', 'D10', 'PERCENT', 10, '2026-10-01', 'Ten percent')""",
+])
+def test_drafting_refuses_charges_rated_before_a_contract_changed(october, billing_defs, instance, change):
+    """Drafts made after a contract changed from charges rated before it mixed its old and new
+    terms (the old discount with the new VAT rate), with every check green."""
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    with transaction(october) as conn:
+        conn.execute(change)
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("invoice_drafts")],
+                                    partition_key="2026-10-01", raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "after rated_charges 2026-10-01; re-materialize rated_charges 2026-10-01 first" in \
+        failure.step_failure_data.error.message
+    close_month(instance, OCTOBER, definitions=billing_defs)  # rated again, then drafted: fine

@@ -60,6 +60,15 @@ def _check_rating_is_current(conn, period: Period) -> None:
         raise MissingDataError(
             f"invoice_drafts {key}: usage_rollups partition {newer.isoformat()} was re-run after rated_charges {key}; "
             f"re-materialize rated_charges {key} first")
+    changed = conn.execute(
+        """SELECT x.contract_id, x.changed FROM contract_changes x JOIN contracts c USING (contract_id)
+           WHERE x.changed_at > %s AND c.start_at < %s AND (c.end_at IS NULL OR c.auto_renew OR c.end_at > %s)
+           ORDER BY x.changed_at LIMIT 1""", (rated_at[0], period.end_utc, period.start_utc)).fetchone()
+    if changed is not None:
+        raise MissingDataError(
+            f"invoice_drafts {key}: contract {changed[0]} changed ({changed[1]}) after rated_charges {key}; "
+            f"re-materialize rated_charges {key} first (drafts from charges rated before would mix its old and "
+            "new terms)")
 
 
 def credit_balances(conn, period: Period, terms: dict[str, ContractTerms]) -> dict[str, Decimal]:
