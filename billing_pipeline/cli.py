@@ -114,7 +114,8 @@ def _issue(db_url: str, period: Period) -> None:
     from .definitions import build_resources
 
     resources = build_resources()
-    modes = ", ".join(f"{name} {'a dry run (sends nothing until its credentials are set)' if resources[key].is_dry_run else 'live'}"
+    dry = "a dry run (sends nothing until its credentials are set)"
+    modes = ", ".join(f"{name} {dry if resources[key].is_dry_run else 'live'}"
                       for name, key in (("Stripe", "stripe"), ("Parasut", "parasut")))
     done = _step(f"issuing {period.label} through stripe_invoices and parasut_invoices ({modes})")
     with get_instance(db_url) as instance:

@@ -57,7 +57,8 @@ _USAGE_ON_BILLED_DAYS = """
            ON (b.day, b.org_id, b.project_id, b.chain) = (r.day, r.org_id, r.project_id, r.chain)
     CROSS JOIN LATERAL (SELECT ((((r.day + 1)::timestamp - interval '1 microsecond') AT TIME ZONE 'UTC')
                                 AT TIME ZONE z.timezone)::date AS cut_day) cut
-    CROSS JOIN LATERAL (VALUES (cut.cut_day, r.requests - coalesce(b.requests, 0), r.bytes_out - coalesce(b.bytes_out, 0)),
+    CROSS JOIN LATERAL (VALUES (cut.cut_day, r.requests - coalesce(b.requests, 0),
+                                r.bytes_out - coalesce(b.bytes_out, 0)),
                                (cut.cut_day - 1, coalesce(b.requests, 0), coalesce(b.bytes_out, 0)))
                AS part (local_day, requests, bytes_out)
     WHERE r.day >= %(start)s::date - 1 AND r.day < %(end)s::date + 1
