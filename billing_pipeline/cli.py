@@ -477,10 +477,9 @@ def _audit_verify(args: argparse.Namespace, objects: dict, versions: dict[str, s
     expected = args.month or _month_named_by(args.target)
     if snapshot and expected and check.manifest.get("month") != expected:
         problems.append(f"manifest.json: this is the snapshot of {check.manifest.get('month')}, not of {expected}")
-    if args.ledger and snapshot:
-        problems += _ledger_manifest_problems(check.manifest["month"], sha256_hex(objects[MANIFEST]))
-    if args.ledger and versions and check.manifest:
-        problems += _ledger_version_problems(check.manifest, versions)
+    if args.ledger and check.manifest and (snapshot or versions):
+        problems += _ledger_problems(check.manifest["month"], sha256_hex(objects[MANIFEST]) if snapshot else None,
+                                     versions)
     if snapshot and not args.ledger and isinstance(objects.get(PUBLIC_KEY), Path) \
             and Path(args.public_key).resolve() == objects[PUBLIC_KEY].resolve():
         # anyone who rewrites a snapshot can sign it again and put their own key beside it
@@ -515,39 +514,32 @@ def _month_named_by(target: str) -> str | None:
     return name if re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", name) else None
 
 
-def _ledger_manifest_problems(month: str, manifest_sha256: str) -> list[str]:
-    """The manifest must be the month's latest snapshot the ledger recorded (hash-chained, so a
-    snapshot rewritten and signed again with another key is not one of them)."""
+def _ledger_problems(month: str, manifest_sha256: str | None, versions: dict[str, str]) -> list[str]:
+    """From the month's AUDIT_SNAPSHOT entries, read once: the manifest must be the month's latest
+    snapshot the ledger recorded (hash-chained, so a snapshot rewritten and signed again with
+    another key is not one of them), and each object's current version the one it recorded."""
     from .stores.postgres import connect
 
     with connect(_database()) as conn:
-        rows = conn.execute("""SELECT entity_id FROM ledger WHERE event = 'AUDIT_SNAPSHOT' AND entity_id LIKE %s
-                               GROUP BY tx_id, entity_id ORDER BY min(entry_id)""", (f"{month}:%",)).fetchall()
-    recorded = [entity_id.partition(":")[2] for (entity_id,) in rows]  # oldest first
-    if not recorded:
-        return [f"manifest.json: the ledger records no snapshot of {month}"]
-    if manifest_sha256 == recorded[-1]:
-        return []
-    if manifest_sha256 in recorded:
-        return [f"manifest.json: an earlier snapshot of {month}; the ledger's latest is {recorded[-1][:16]}..."]
-    return [f"manifest.json: SHA-256 {manifest_sha256[:16]}... is not a snapshot of {month} the ledger recorded "
-            f"(its latest is {recorded[-1][:16]}...)"]
-
-
-def _ledger_version_problems(manifest: dict, versions: dict[str, str]) -> list[str]:
-    """Each object's current version must be the one the ledger recorded at upload."""
-    from .stores.postgres import connect
-
-    with connect(_database()) as conn:
-        rows = conn.execute("""SELECT account FROM ledger WHERE event = 'AUDIT_SNAPSHOT' AND entity_id LIKE %s
-                               ORDER BY entry_id""", (f"{manifest['month']}:%",)).fetchall()
-    recorded = {}
-    for (account,) in rows:
+        rows = conn.execute("""SELECT entity_id, account FROM ledger WHERE event = 'AUDIT_SNAPSHOT'
+                               AND entity_id LIKE %s ORDER BY entry_id""", (f"{month}:%",)).fetchall()
+    manifests = list(dict.fromkeys(entity_id.partition(":")[2] for entity_id, _ in rows))  # oldest first
+    recorded = {}  # object -> the version the latest snapshot recorded
+    for _, account in rows:
         if account.startswith("audit:") and "@" in account:
             name, _, version = account[len("audit:"):].rpartition("@")
             recorded[name] = version
-    return [f"{name}: current version {versions[name]} is not the version {recorded.get(name)} the ledger recorded"
-            for name in sorted(versions) if recorded.get(name) != versions[name]]
+    problems = [f"{name}: current version {versions[name]} is not the version {recorded.get(name)} the ledger "
+                "recorded" for name in sorted(versions) if recorded.get(name) != versions[name]]
+    if manifest_sha256 is None or manifest_sha256 == (manifests or [None])[-1]:
+        return problems
+    if not manifests:
+        return [f"manifest.json: the ledger records no snapshot of {month}", *problems]
+    latest = manifests[-1][:16]
+    if manifest_sha256 in manifests:
+        return [f"manifest.json: an earlier snapshot of {month}; the ledger's latest is {latest}...", *problems]
+    return [f"manifest.json: SHA-256 {manifest_sha256[:16]}... is not a snapshot of {month} the ledger recorded "
+            f"(its latest is {latest}...)", *problems]
 
 
 def _month_argument(text: str) -> str:

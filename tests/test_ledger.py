@@ -12,6 +12,7 @@ import pytest
 
 from billing_pipeline.domain import ledger as L
 from billing_pipeline.stores.ledger import append, verify
+from test_stripe_sink import rows
 
 D = Decimal
 
@@ -163,11 +164,6 @@ def test_cli_ledger_verify_exit_codes(db_url, tmp_path):
     broken = _ledger_verify(db_url, tmp_path)
     assert broken.returncode == 1
     assert f"ledger BROKEN: entry {first + 1}: stored hash" in broken.stdout
-
-
-def rows(url: str, sql: str) -> list[tuple]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchall()
 
 
 @pytest.mark.parametrize("tamper, reported", [

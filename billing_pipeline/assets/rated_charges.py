@@ -29,7 +29,7 @@ RETRY_AFTER_THE_DAY_AFTER = (
     dg.AutomationCondition.in_latest_time_window()
     & dg.AutomationCondition.execution_failed()
     & dg.AutomationCondition.cron_tick_passed("30 2 2 * *", "UTC").since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets("contracts"))  # never materialized
+    & ~dg.AutomationCondition.any_deps_missing()  # contracts ignored below, with eager's
     & ~dg.AutomationCondition.in_progress()
 ).with_label("failed: again at 02:30 on the 2nd, once the day after the month is rolled up")
 

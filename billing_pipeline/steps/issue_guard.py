@@ -9,6 +9,7 @@ feature there; a sink that moves money asks the database itself."""
 from __future__ import annotations
 
 from ..domain.periods import Period
+from ..errors import BillingError
 from ..stores.postgres import connect
 from .invoicing import draft_problems
 from .reconciliation import lira_lines_match_rate, rollups_rated_once
@@ -26,8 +27,6 @@ def blocking_problems(db_url: str, period: Period) -> list[str]:
 
 def refuse_unless_ready(sink: str, db_url: str, period: Period) -> None:
     """Stop the sink's run before any call when the month's blocking checks fail now."""
-    from ..errors import BillingError
-
     problems = blocking_problems(db_url, period)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")

@@ -116,7 +116,7 @@ compared AS (
     FROM invoices d FULL JOIN issue l ON l.invoice_id = d.invoice_id
     LEFT JOIN consumed c ON c.invoice_id = coalesce(d.invoice_id, l.invoice_id)
     WHERE d.status IN ('ISSUED', 'PAID', 'VOID') OR l.invoice_id IS NOT NULL)
-SELECT *, count(*) OVER () FROM compared
+SELECT * FROM compared
 WHERE NOT recorded OR status IS NULL OR status IN ('DRAFT', 'ISSUING', 'SUPERSEDED') OR transactions <> 1
    OR currency <> ledger_currency OR subtotal <> ledger_subtotal OR tax <> ledger_tax
    OR receivable <> ledger_subtotal + ledger_tax OR (sink = 'STRIPE' AND credits_applied <> ledger_credits)
@@ -142,7 +142,7 @@ def documents_against_ledger(conn: psycopg.Connection) -> DocumentCheck:
         """SELECT count(*) FROM (SELECT invoice_id FROM invoices WHERE status IN ('ISSUED', 'PAID', 'VOID')
                                  UNION SELECT entity_id FROM ledger WHERE event = ANY(%s)) d""",
         (ISSUE_EVENTS,)).fetchone()[0]
-    return DocumentCheck(compared, [_document_problem(*row[:14]) for row in rows])
+    return DocumentCheck(compared, [_document_problem(*row) for row in rows])
 
 
 def _document_problem(invoice_id, status, currency, subtotal, tax, credits, sink, recorded, transactions,
