@@ -15,7 +15,9 @@ def _num(value: Decimal, currency: str | None = None) -> str:
 
 
 # Statuses of an invoice version that was issued (or whose corrections were): the version in force.
-_ISSUED = ("ISSUED", "PAID", "VOID", "CORRECTING", "CORRECTED")
+# A VOID version bills nothing: it is listed, never in force nor in the totals (as in
+# invoicing.month_in_force and stg_invoices).
+_ISSUED = ("ISSUED", "PAID", "CORRECTING", "CORRECTED")
 _KIND_NAMES = {"CREDIT_NOTE": "credit note", "SUPPLEMENTARY": "supplementary invoice"}
 
 
@@ -25,6 +27,8 @@ def versions_in_force(versions: list[tuple]) -> dict[str, tuple]:
     first three fields are (invoice_id, contract_id, version) and whose status is at index 3."""
     chosen: dict[str, tuple] = {}
     for row in sorted(versions, key=lambda r: (r[1], r[2])):
+        if row[3] == "VOID":
+            continue
         current = chosen.get(row[1])
         if current is None or row[3] in _ISSUED or current[3] not in _ISSUED:
             chosen[row[1]] = row
@@ -58,6 +62,7 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
 
     versions = [r for r in rows if r[4] == "INVOICE"]
     in_force = versions_in_force(versions)
+    voided = [r for r in versions if r[3] == "VOID" and r[1] not in in_force]  # nothing else in force
     by_contract = defaultdict(list)  # every row of a contract, looked up per contract (100k contracts)
     for r in rows:
         by_contract[r[1]].append(r)
@@ -65,7 +70,8 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
     counted = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
     out = [f"Billing month {period.label}: {len(in_force)} invoices{f' ({counted})' if counted else ''} from "
            f"{rollup[2]:,} requests ({rollup[0]:,} raw rows, {rollup[1]:,} duplicates removed, {rollup[3]} days "
-           f"rolled up, {unrated:,} requests without a contract)", ""]
+           f"rolled up, {unrated:,} requests without a contract)"
+           + (f"; {len(voided)} voided" if voided else ""), ""]
     totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0)])
     for contract_id, row in sorted(in_force.items()):
         (invoice_id, _, version, status, _, customer, ctype, region, currency, subtotal, tax, rate, credits, total, _,
@@ -89,12 +95,18 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
                 label = f"{_KIND_NAMES.get(d[4], d[4])} {d[0]} ({d[3]})"
                 out.append(f"    {label:<73} {_num(d[13], currency):>14} {currency}")
         for later in by_contract[contract_id]:  # drafted after it, not issued: a correction that stopped, or unsent
-            if later[4] == "INVOICE" and later[2] > version:
+            if later[4] == "INVOICE" and later[3] == "VOID":
+                out.append(f"    v{later[2]} VOID: voided, bills nothing")
+            elif later[4] == "INVOICE" and later[2] > version:
                 why = f": {later[14]}" if later[14] else ", not issued yet"
                 out.append(f"    v{later[2]} {later[3]}{why}")
         out.append("")
         for i, v in enumerate((subtotal, tax, total)):
             totals[currency][i] += v
+    if voided:
+        out.append("Voided (bill nothing, not in the totals):")
+        out.extend(f"    {r[0]}  {r[5]}  VOID  {_num(r[13], r[8].strip())} {r[8].strip()}" for r in voided)
+        out.append("")
     out.append("Totals by currency (the version of each invoice in force):" if totals
                else "Totals by currency: none (no invoice drafts)")
     for currency, (subtotal, tax, total) in sorted(totals.items()):

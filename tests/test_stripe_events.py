@@ -7,6 +7,8 @@ import hmac
 import json
 import time
 
+from decimal import Decimal
+
 import httpx
 import psycopg
 import pytest
@@ -14,8 +16,10 @@ import pytest
 from billing_pipeline.sinks.stripe.events import sync_events
 from billing_pipeline.sinks.stripe.issuing import issue_month
 from billing_pipeline.sinks.stripe.webhook import handler_for
+from billing_pipeline.steps.invoicing import month_in_force
 from billing_pipeline.stores.ledger import documents_against_ledger, verify
 from billing_pipeline.stores.postgres import transaction
+from billing_pipeline.summary import format_month_summary
 from loopback import LoopbackServer
 from stripe_fixture import seed_global_drafts
 from stripe_server import StripeServer
@@ -64,6 +68,16 @@ def test_paid_failed_and_voided_events_update_invoices_and_the_ledger(issued):
     with psycopg.connect(url) as conn:
         assert verify(conn).ok
         assert documents_against_ledger(conn).problems == []  # a voided invoice still agrees with its issue
+
+    # the month's summary lists the voided invoice apart: it bills nothing (it counted USD 49.00)
+    summary = format_month_summary(url, OCTOBER).splitlines()
+    assert summary[0].startswith("Billing month 2026-10: 2 invoices (1 ISSUED, 1 PAID) from ")
+    assert summary[0].endswith("; 1 voided")
+    assert summary[-6:] == ["Voided (bill nothing, not in the totals):", f"    {T}  Tau AG  VOID  49.00 USD", "",
+                            "Totals by currency (the version of each invoice in force):",
+                            "    EUR: subtotal 500.75, tax 0.00, total 380.75",
+                            "    USD: subtotal 0.16, tax 0.00, total 0.16"]
+    assert month_in_force(url, OCTOBER) == (2, {"EUR": Decimal("380.75"), "USD": Decimal("0.16")})
 
 
 def test_the_cursor_pages_through_more_than_a_hundred_new_events_in_order(issued):
