@@ -180,11 +180,15 @@ def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
     from .rating import _COVERS_BILLED_DAY, _USAGE_ON_BILLED_DAYS  # the rating's own rules, read alike
 
     params = {"start": period.start, "end": period.end}
+    # the month's usage parts, built once for the problems and the counts (a temporary table of
+    # this connection's own, dropped below)
+    conn.execute("DROP TABLE IF EXISTS pg_temp.month_usage_parts")
+    conn.execute(f"CREATE TEMPORARY TABLE month_usage_parts AS {_USAGE_ON_BILLED_DAYS}", params)
     rows = conn.execute(
         f"""WITH cover AS (
                 SELECT p.local_day AS day, p.org_id, p.chain, p.requests, count(c.contract_id) AS contracts,
                        min(c.contract_id) AS contract_id
-                FROM ({_USAGE_ON_BILLED_DAYS}) p
+                FROM month_usage_parts p
                 LEFT JOIN contracts_in_force c ON c.org_id = p.org_id AND {_COVERS_BILLED_DAY}
                 GROUP BY p.day, p.local_day, p.org_id, p.project_id, p.chain, p.requests)
             SELECT day, org_id, chain, format('covered by %%s contracts', contracts), requests, requests * contracts
@@ -210,8 +214,8 @@ def rollups_rated_once(conn: psycopg.Connection, period: Period) -> Finding:
                 WHERE d.day >= %(start)s::date - 1 AND d.day < %(end)s::date + 1
                   AND coalesce(r.requests, 0) <> d.requests
             ORDER BY 1 NULLS FIRST, 2, 3""", params).fetchall()
-    counted = conn.execute(
-        f"SELECT count(*), coalesce(sum(requests), 0) FROM ({_USAGE_ON_BILLED_DAYS}) p", params).fetchone()
+    counted = conn.execute("SELECT count(*), coalesce(sum(requests), 0) FROM month_usage_parts").fetchone()
+    conn.execute("DROP TABLE month_usage_parts")
     return Finding(not rows, rows, {"usage_parts": counted[0], "requests": int(counted[1]), "problems": len(rows)})
 
 
