@@ -192,3 +192,27 @@ def test_every_rollup_row_is_rated_once_or_counted_as_unrated(october, billing_d
         (None, "org_x", "eth-mainnet", "requests no contract covers vs unrated_usage", 0, 4),
         (date(2026, 10, 7), "org_x", "eth-mainnet", "contract CTR-X has no rated charges", 4, 0),
         (date(2026, 10, 31), "org_d", "polygon-mainnet", "covered by 2 contracts", 1, 2)]
+
+
+def test_a_correction_documents_lira_line_is_a_difference_of_two_rounded_lines_not_checked_against_the_rate(db_url):
+    # 100 USD less a 10% discount, then 20%: the discount line -50.00 USD went from -2,122.84 TRY
+    # (v1) to -4,245.67 TRY (v2) at 42.4567, so the credit note carries -2,122.83, not
+    # round(-50.00 x 42.4567) = -2,122.84; corrections_add_up holds it to the versions' lines.
+    # Checked against the rate, it blocked the month: no draft, dispute or issue (Stripe's too).
+    with transaction(db_url) as conn:
+        seed_turkish_drafts(conn)
+        conn.execute("""INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, kind,
+                            corrects_invoice_id, status, currency, subtotal, tax_rate, tax, total, source_currency,
+                            fx_rate)
+                        SELECT 'CTR-P:2026-10:v2:credit-note', contract_id, org_id, period_start, period_end, 2,
+                               'CREDIT_NOTE', invoice_id, 'DRAFT', currency, -2122.83, tax_rate, 0, -2122.83, 'USD',
+                               42.4567
+                        FROM invoices WHERE invoice_id = 'CTR-P:2026-10:v1'""")
+        conn.execute("""INSERT INTO invoice_lines (invoice_id, line_no, charge_id, description, quantity, unit_price,
+                            amount, currency, source_amount, source_currency, fx_rate, amount_before, amount_after)
+                        VALUES ('CTR-P:2026-10:v2:credit-note', 1, 'CTR-P:2026-10:DISCOUNT:d', 'Discount', 1,
+                                -2122.83, -2122.83, 'TRY', -50.00, 'USD', 42.4567, -2122.84, -4245.67)""")
+        conn.execute("UPDATE invoices SET status = 'ISSUED' WHERE invoice_id = 'CTR-P:2026-10:v2:credit-note'")
+        finding = lira_lines_match_rate(conn, OCTOBER)
+    assert finding.passed and finding.counts == {"converted_lines": 0, "differing": 0,
+                                                 "free_months_rounded_to_zero": 0}

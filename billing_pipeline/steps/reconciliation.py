@@ -35,7 +35,9 @@ def lira_lines_match_rate(conn: psycopg.Connection, period: Period) -> Finding:
     the kurus, and every converted invoice's rate is its month's snapshot rate. One exception, the
     rule of ``domain/invoicing.py``: a month free in the contract's currency is free in lira, its
     last discount line taking the lines' separate roundings; its amount is then fixed by the other
-    lines, each checked (counted in the metadata)."""
+    lines, each checked (counted in the metadata). Only invoices: a correction document's line is
+    the difference of two versions' lines, each rounded from its source (-4,245.67 less -2,122.84
+    is -2,122.83 where -50.00 USD at 42.4567 is -2,122.84); corrections_add_up holds it to them."""
     found = conn.execute(
         """SELECT l.invoice_id, l.line_no, l.source_amount, l.fx_rate, l.amount,
                   round(l.source_amount * l.fx_rate, 2) AS expected, l.amount - round(l.source_amount * l.fx_rate, 2),
@@ -45,7 +47,7 @@ def lira_lines_match_rate(conn: psycopg.Connection, period: Period) -> Finding:
                   AND (SELECT sum(m.source_amount) FROM invoice_lines m WHERE m.invoice_id = l.invoice_id) = 0
                   AS free_month
            FROM invoice_lines l JOIN invoices i USING (invoice_id)
-           WHERE i.period_start = %(start)s AND l.source_amount IS NOT NULL
+           WHERE i.period_start = %(start)s AND i.kind = 'INVOICE' AND l.source_amount IS NOT NULL
              AND l.amount <> round(l.source_amount * l.fx_rate, 2)
            UNION ALL
            SELECT i.invoice_id, 0, NULL, i.fx_rate, NULL, s.rate, i.fx_rate - s.rate, false
@@ -55,7 +57,8 @@ def lira_lines_match_rate(conn: psycopg.Connection, period: Period) -> Finding:
     rows = [r[:7] for r in found if not r[7]]
     converted = conn.execute(
         """SELECT count(*) FROM invoice_lines l JOIN invoices i USING (invoice_id)
-           WHERE i.period_start = %s AND l.source_amount IS NOT NULL""", (period.start,)).fetchone()[0]
+           WHERE i.period_start = %s AND i.kind = 'INVOICE' AND l.source_amount IS NOT NULL""",
+        (period.start,)).fetchone()[0]
     return Finding(not rows, rows, {"converted_lines": converted, "differing": len(rows),
                                     "free_months_rounded_to_zero": len(found) - len(rows)})
 
