@@ -21,10 +21,10 @@ from month_fixture import OCTOBER_TOTALS, _row, october_events, ts
 OCT_30, OCT_28, NOV_1 = date(2026, 10, 30), date(2026, 10, 28), date(2026, 11, 1)
 BULLETIN = "/kurlar/202610/30102026.xml"  # the bulletin an invoice issued on 1 November uses
 # org id: (tax number, requests on 5 October, region)
-EXTRA = {"org_p": ("10000000146", 7, "TR"), "org_t1": ("2000000001", 10, "TR"), "org_t2": ("2000000002", 20, "TR"),
-         "org_t3": ("2000000003", 40, "TR"), "org_g1": (None, 100, "GLOBAL"), "org_g2": (None, 200, "GLOBAL"),
+EXTRA = {"org_p": ("10000000146", 7, "TR"), "org_t1": ("2000000010", 10, "TR"), "org_t2": ("2000000002", 20, "TR"),
+         "org_t3": ("2000000036", 40, "TR"), "org_g1": (None, 100, "GLOBAL"), "org_g2": (None, 200, "GLOBAL"),
          "org_g3": (None, 1000, "GLOBAL")}
-INBOXES = ["1234567890", "2000000001", "2000000003"]  # e-invoice users (e-Fatura); the others get an e-Arsiv
+INBOXES = ["1234567890", "2000000010", "2000000036"]  # e-invoice users (e-Fatura); the others get an e-Arsiv
 TOTALS = sorted(OCTOBER_TOTALS + [("CTR-G1:2026-10:v1", "1.5000"), ("CTR-G2:2026-10:v1", "3.0000"),
                                   ("CTR-G3:2026-10:v1", "15.0000"), ("CTR-P:2026-10:v1", "4.5600"),
                                   ("CTR-T1:2026-10:v1", "6.2300"), ("CTR-T2:2026-10:v1", "12.4400"),
@@ -38,9 +38,9 @@ D = Decimal
 PARASUT_TOTALS = {  # tax number: (our invoice, e-document, net, KDV, total)
     "1234567890": ("CTR-B:2026-10:v1", "e_invoices", D("25000.00"), D("5000.00"), D("30000.00")),
     "10000000146": ("CTR-P:2026-10:v1", "e_archives", D("3.80"), D("0.76"), D("4.56")),
-    "2000000001": ("CTR-T1:2026-10:v1", "e_invoices", D("5.19"), D("1.04"), D("6.23")),
+    "2000000010": ("CTR-T1:2026-10:v1", "e_invoices", D("5.19"), D("1.04"), D("6.23")),
     "2000000002": ("CTR-T2:2026-10:v1", "e_archives", D("10.37"), D("2.07"), D("12.44")),
-    "2000000003": ("CTR-T3:2026-10:v1", "e_invoices", D("20.74"), D("4.15"), D("24.89"))}
+    "2000000036": ("CTR-T3:2026-10:v1", "e_invoices", D("20.74"), D("4.15"), D("24.89"))}
 
 
 def extra_events() -> pa.Table:

@@ -105,11 +105,15 @@ def check_one_invoice_each(url, server, storage) -> None:
 
 
 def test_issues_e_fatura_and_e_arsiv_in_lira_to_the_kurus(drafts, storage):
+    with transaction(drafts) as conn:  # Beta's contract: the commercial scenario (TICARIFATURA), not basic
+        conn.execute("UPDATE contracts SET e_document_scenario = 'commercial' WHERE contract_id = 'CTR-B'")
     with parasut() as server:
         result = issue_month(drafts, client(server, drafts), OCTOBER, storage=storage, polls=FAST)
         assert sorted((o.invoice_id, o.status, o.kind) for o in result.outcomes) == [
             (B, "ISSUED", "E_FATURA"), (P, "ISSUED", "E_ARSIV")]
         check_one_invoice_each(drafts, server, storage)
+        assert [j["form"].get("scenario") for j in server.parasut.state.jobs.values()
+                if j["kind"] == "e_invoices"] == ["commercial"]
         beta = server.parasut.sales_invoices_for("1234567890")[0]
         pelin = server.parasut.sales_invoices_for("10000000146")[0]
 
@@ -201,7 +205,7 @@ def test_a_crash_before_or_after_any_request_then_a_rerun_issues_exactly_once(dr
 
 
 def test_bad_input_stops_that_invoice_with_a_reason_the_others_proceed(db_url, storage):
-    customers = {**CUSTOMERS, "org_n": ("No Tax Ltd", None, None), "org_v": ("Vat Ltd", "5555555555", None)}
+    customers = {**CUSTOMERS, "org_n": ("No Tax Ltd", None, None), "org_v": ("Vat Ltd", "5555555553", None)}
     drafts = {**DRAFTS,
               "CTR-N:2026-10:v1": ("CTR-N", "org_n", "METERED", None, [("ETH Mainnet - 1 requests", "1.00", "0.20")]),
               "CTR-V:2026-10:v1": ("CTR-V", "org_v", "METERED", None, [("ETH Mainnet - 9 requests", "9.00", "1.80")])}

@@ -23,7 +23,7 @@ _HEAD = (
     ("growth_eur", "GLOBAL", "EUR", "Rheinwerk Wallet GmbH", "DE", None, "Europe/Berlin"),
     ("enterprise_tr", "TR", "TRY", "Anadolu Kripto Teknoloji A.S.", "TR", "1234567890", "Europe/Istanbul"),
     ("growth", "GLOBAL", "USD", "Blocklane Labs Inc", "US", None, "America/New_York"),
-    ("pro_tr", "TR", "TRY", "Bosphorus Node Yazilim Ltd. Sti.", "TR", "9876543210", "Europe/Istanbul"),
+    ("pro_tr", "TR", "TRY", "Bosphorus Node Yazilim Ltd. Sti.", "TR", "9876543217", "Europe/Istanbul"),
     ("enterprise_yearly", "GLOBAL", "USD", "Meridian Custody SA", "CH", None, "Europe/Zurich"),
     ("enterprise", "GLOBAL", "USD", "Quayside Payments Pte Ltd", "SG", None, "Asia/Singapore"),
 )

@@ -29,7 +29,9 @@ from decimal import Decimal
 from .money import round_money
 
 PARASUT_LIRA = "TRL"
-KDV_RATES = (Decimal(0), Decimal(1), Decimal(8), Decimal(10), Decimal(18), Decimal(20))  # percent
+# KDV rates in force since 10 July 2023 (8% and 18% were raised to 10% and 20%), in percent. A 0%
+# invoice needs an exemption code (istisna) on the e-document, which contracts do not carry: refused.
+KDV_RATES = (Decimal(1), Decimal(10), Decimal(20))
 
 
 class InvoiceRejected(ValueError):
@@ -68,6 +70,9 @@ class TurkishInvoice:
     contract_doc_sha256: str | None = None
     problem: str | None = None  # set at drafting (no trustworthy FX rate)
     corrects: str | None = None  # a supplementary invoice or refund: the issued invoice it corrects
+    credits_applied: Decimal = Decimal(0)  # prepaid credit our total deducts (lira)
+    fx_estimated: bool = False  # converted at TCMB's last known rate, no bulletin for the issue date
+    e_document_scenario: str = "basic"  # the contract's e-Fatura scenario: basic (TEMEL) or commercial (TICARI)
 
     @property
     def period_label(self) -> str:
@@ -81,6 +86,17 @@ def tckn_is_valid(number: str) -> bool:
     d = [int(c) for c in number]
     tenth = ((d[0] + d[2] + d[4] + d[6] + d[8]) * 7 - (d[1] + d[3] + d[5] + d[7])) % 10
     return d[9] == tenth and d[10] == sum(d[:10]) % 10
+
+
+def vkn_is_valid(number: str) -> bool:
+    """The tax number's (vergi kimlik numarasi) check digit, the tenth."""
+    if len(number) != 10 or not number.isdigit():
+        return False
+    total = 0
+    for i, digit in enumerate(number[:9]):
+        shifted = (int(digit) + 9 - i) % 10
+        total += 9 if shifted == 9 else (shifted * 2 ** (9 - i)) % 9
+    return (10 - total % 10) % 10 == int(number[9])
 
 
 def contact_type(tax_number: str) -> str:
@@ -98,9 +114,12 @@ def check_issuable(inv: TurkishInvoice) -> None:
     if not number:
         raise InvoiceRejected(f"invoice {inv.invoice_id}: customer {inv.org_id} has no tax number (VKN or TCKN); "
                               "a Turkish e-invoice needs one")
-    if not number.isdigit() or len(number) not in (10, 11) or (len(number) == 11 and not tckn_is_valid(number)):
+    if not (vkn_is_valid(number) or tckn_is_valid(number)):
         raise InvoiceRejected(f"invoice {inv.invoice_id}: customer {inv.org_id} tax number {number!r} is neither a "
-                              "VKN (10 digits) nor a valid TCKN (11 digits)")
+                              "valid VKN (10 digits) nor a valid TCKN (11 digits): check digit")
+    if vat_percent(inv) == 0:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: KDV 0% needs an exemption code (istisna) on the "
+                              "e-document, which the contract does not give; issue it by hand in Parasut")
     if vat_percent(inv) not in KDV_RATES:
         raise InvoiceRejected(f"invoice {inv.invoice_id}: KDV rate {vat_percent(inv):f}% is not a Turkish rate "
                               f"({', '.join(f'{r}%' for r in KDV_RATES)})")
@@ -108,6 +127,15 @@ def check_issuable(inv: TurkishInvoice) -> None:
         raise InvoiceRejected(f"invoice {inv.invoice_id}: it is in {inv.currency}, a Turkish invoice must be in TRY")
     if inv.total < 0 and inv.corrects is None:
         raise InvoiceRejected(f"invoice {inv.invoice_id}: negative total {inv.total} TRY is a refund, not an invoice")
+    if inv.credits_applied:
+        # the e-invoice states its lines' total; ours deducts the credit, and the ledger would follow ours
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: prepaid credit of {inv.credits_applied} TRY cannot be "
+                              f"deducted on a Turkish e-invoice (it would state {inv.subtotal + inv.tax} TRY, ours "
+                              f"{inv.total} TRY); settle the credit as a payment in Parasut and issue it by hand")
+    if inv.fx_estimated:
+        raise InvoiceRejected(f"invoice {inv.invoice_id}: its lira amounts use an estimated rate (TCMB's last known, "
+                              "no bulletin for the issue date); re-run fx_snapshot once TCMB answers, then "
+                              "invoice_drafts")
 
 
 def contact_attributes(inv: TurkishInvoice) -> dict:

@@ -74,7 +74,7 @@ SELECT i.invoice_id, i.contract_id, c.contract_type, i.org_id, cu.legal_name, cu
        i.kind = 'INVOICE' AND EXISTS (
            SELECT 1 FROM invoices j WHERE j.contract_id = i.contract_id AND j.period_start = i.period_start
            AND j.kind = 'INVOICE' AND j.version < i.version AND j.status IN ('ISSUING', 'ISSUED', 'PAID')
-       ) AS earlier_issued
+       ) AS earlier_issued, i.credits_applied, coalesce(i.fx_estimated, false), c.e_document_scenario
 FROM invoices i JOIN contracts c USING (contract_id) JOIN customers cu ON cu.org_id = i.org_id
 WHERE i.period_start = %s AND c.region = 'TR' AND i.status IN ('DRAFT', 'ISSUING') AND i.kind = ANY(%s)
 ORDER BY i.invoice_id
@@ -93,7 +93,7 @@ def load_issuable(conn: psycopg.Connection, period: Period,
         lines[invoice_id].append(TurkishLine(line_no, description, Decimal(amount), Decimal(vat), Decimal(share)))
     invoices = [TurkishInvoice(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9].strip(), r[10], r[11],
                                r[12], Decimal(r[13]), Decimal(r[14]), Decimal(r[15]), Decimal(r[16]),
-                               tuple(lines[r[0]]), r[17], r[18], r[19]) for r in rows]
+                               tuple(lines[r[0]]), r[17], r[18], r[19], Decimal(r[21]), r[22], r[23]) for r in rows]
     return invoices, awaiting
 
 
@@ -261,7 +261,7 @@ def issue_invoice(conn, client: ParasutClient, inv: TurkishInvoice, storage, pol
         inboxes = client.request("GET", "/e_invoice_inboxes", params={"filter[vkn]": inv.tax_number.strip()})["data"]
         if inboxes:
             path, relation = "/e_invoices", "invoice"
-            attributes = {"scenario": "basic", "to": inboxes[0]["attributes"]["e_invoice_address"]}
+            attributes = {"scenario": inv.e_document_scenario, "to": inboxes[0]["attributes"]["e_invoice_address"]}
         else:
             path, relation = "/e_archives", "sales_invoice"
             attributes = {}
