@@ -204,3 +204,25 @@ def test_parasut_corrections_survive_a_crash_at_every_request(db_url, s3_endpoin
                     _parasut_corrections(db_url, client(server, db_url, CrashingTransport(crash_at, when)), storage)
                 _parasut_corrections(db_url, client(server, db_url), storage)
                 _check_parasut_once(db_url, server, mark)
+
+
+def test_a_credit_note_on_a_paid_invoice_credits_the_customer_s_balance(db_url):
+    """CTR-A's 0.16 USD invoice paid, then re-drafted as 0.15 + 0.02 (the BSC line 0.03 less): the
+    credit note's 3 cents were paid, so they go to the customer's balance. Its preview was asked
+    without credit_amount, and Stripe refuses that on a paid invoice: the correction never went out,
+    the supplementary did, and the version stayed CORRECTING."""
+    with StripeServer() as server:
+        mark = _issued_month_with_a_new_version(db_url, server)
+        original = server.stripe.invoices_for("CTR-A:2026-10:v1")[0]
+        server.stripe.handle("POST", f"/v1/invoices/{original['id']}/pay", {"paid_out_of_band": "true"}, None, "sk")
+        _stripe_corrections(db_url, gateway(server))
+        [note] = server.stripe.state.credit_notes.values()
+        customer = server.stripe.state.customers[original["customer"]]
+    assert (note["total"], note["pre_payment_amount"], note["post_payment_amount"], note["credit_amount"]) == (3, 0, 3, 3)
+    assert customer["balance"] == -3  # owed to the customer: taken off their next invoice
+    assert rows(db_url, "SELECT invoice_id, status, total::text FROM invoices WHERE invoice_id LIKE 'CTR-A%%' "
+                        "ORDER BY 1") == [
+        ("CTR-A:2026-10:v1", "ISSUED", "0.1600"), ("CTR-A:2026-10:v2", "CORRECTED", "0.1700"),
+        ("CTR-A:2026-10:v2:credit-note", "ISSUED", "-0.0300"), ("CTR-A:2026-10:v2:supplementary", "ISSUED", "0.0400")]
+    assert rows(db_url, "SELECT event, count(DISTINCT tx_id) FROM ledger WHERE entry_id > %s GROUP BY 1 ORDER BY 1",
+                mark) == [("CREDIT_NOTE", 1), ("SUPPLEMENTARY_ISSUED", 1)]

@@ -142,8 +142,12 @@ def issue_credit_note(conn: psycopg.Connection, gateway: StripeGateway, note: Cr
         if invoice["status"] not in ("open", "paid"):
             raise StripeMismatch(f"credit note {note.invoice_id}: Stripe invoice {note.stripe_invoice_id} is "
                                  f"{invoice['status']}")
-        # what the invoice has left open is reduced first; the rest was paid: credit the customer's balance
-        total = gateway.request("get", "/v1/credit_notes/preview", params)["total"]
+        # what the invoice has left open is reduced first; the rest was paid: credit the customer's balance.
+        # Stripe refuses a credit note, and its preview, whose paid part no credit_amount covers: without
+        # Stripe Tax the total is the lines' own, so a paid invoice is credited too; with it, the preview
+        # tells the tax, and works while the invoice has enough left open (otherwise NOT CORRECTED).
+        total = (_lines_total(params["lines"]) if not (invoice.get("automatic_tax") or {}).get("enabled")
+                 else gateway.request("get", "/v1/credit_notes/preview", params)["total"])
         paid_part = total - min(total, invoice.get("amount_remaining", 0))
         if paid_part:
             params["credit_amount"] = str(paid_part)
@@ -151,6 +155,12 @@ def issue_credit_note(conn: psycopg.Connection, gateway: StripeGateway, note: Cr
                         note.invoice_id)
     record_credit_note(conn, note.invoice_id, created)
     return created["id"]
+
+
+def _lines_total(lines: list[dict]) -> int:
+    """A credit note's lines in minor units, as Stripe sums them when it adds no tax."""
+    return sum(int(x["amount"]) if x["type"] == "invoice_line_item" else int(x["unit_amount"]) * int(x.get("quantity", 1))
+               for x in lines)
 
 
 def record_credit_note(conn: psycopg.Connection, invoice_id: str, obj: dict) -> bool:
