@@ -48,6 +48,14 @@ def test_amendment_discount_and_credit_in_a_month_close(october, billing_defs, i
         november = Period.parse_month("2026-11")
         terms = {t.contract_id: t for t in load_terms(conn, november)}
         assert credit_balances(conn, november, terms) == {"CTR-C": D("499.2500")}  # carried to November
+        # October issued, then re-drafted using less credit, and that correction stopped (it would give
+        # credit back): the draft was never issued, so November still has 499.25 (it counted 699.25)
+        conn.execute("UPDATE invoices SET status = 'ISSUED' WHERE invoice_id = 'CTR-C:2026-10:v1'")
+        conn.execute("""INSERT INTO invoices (invoice_id, contract_id, org_id, period_start, period_end, version, status,
+                            currency, subtotal, tax_rate, tax, credits_applied, total)
+                        SELECT 'CTR-C:2026-10:v2', contract_id, org_id, period_start, period_end, 2, 'DRAFT', currency,
+                               subtotal, tax_rate, tax, 300.75, 200 FROM invoices WHERE invoice_id = 'CTR-C:2026-10:v1'""")
+        assert credit_balances(conn, november, terms) == {"CTR-C": D("499.2500")}
 
 
 @pytest.mark.parametrize("zone, bsc_requests, amount", [

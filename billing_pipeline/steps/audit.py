@@ -20,6 +20,7 @@ from ..domain.periods import Period
 from ..errors import ConfigError
 from ..stores.audit_bucket import AuditBucket
 from ..stores.ledger import append
+from .invoicing import CREDIT_CONSUMED_BEFORE
 from ..stores.postgres import partition_lock_held, table_columns, transaction
 
 SIGNING_KEY_ENV = "BILLING_AUDIT_SIGNING_KEY"  # PEM text of an Ed25519 private key
@@ -80,19 +81,13 @@ EXPORTS = {
                                  WHERE valid_from < %(end)s ORDER BY contract_id, discount_id""",
     "credit_grants.csv": """SELECT grant_id, contract_id, amount, currency, granted_on, description FROM credit_grants
                             WHERE granted_on < %(end)s ORDER BY grant_id""",
-    # What earlier months consumed of those grants (the latest version of each month's invoice, as
-    # drafting reads it: steps/invoicing.credit_balances): the month's balance is the grants less
+    # What earlier months consumed of those grants (each month's version in force, as drafting reads
+    # it: steps/invoicing.credit_balances): the month's balance is the grants less
     # these, which the month's files alone could not show.
-    "credit_consumed_before.csv": """SELECT i.contract_id, i.period_start, i.invoice_id, i.version, i.status,
-                                            i.currency, i.credits_applied FROM invoices i
-                                     WHERE i.period_start < %(start)s AND i.status <> 'VOID' AND i.kind = 'INVOICE'
-                                       AND i.contract_id IN (SELECT contract_id FROM credit_grants
-                                                             WHERE granted_on < %(end)s)
-                                       AND i.version = (SELECT max(version) FROM invoices j
-                                                        WHERE j.contract_id = i.contract_id
-                                                          AND j.period_start = i.period_start
-                                                          AND j.status <> 'VOID' AND j.kind = 'INVOICE')
-                                     ORDER BY i.contract_id, i.period_start""",
+    "credit_consumed_before.csv": f"""SELECT * FROM ({CREDIT_CONSUMED_BEFORE}) v
+                                      WHERE contract_id IN (SELECT contract_id FROM credit_grants
+                                                            WHERE granted_on < %(end)s)
+                                      ORDER BY contract_id, period_start""",
 }
 
 

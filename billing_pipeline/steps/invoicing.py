@@ -71,19 +71,28 @@ def _check_rating_is_current(conn, period: Period) -> None:
             "new terms)")
 
 
+# Each earlier month's version in force (its latest issued version, else its latest draft; never a
+# voided one): what it consumed of the prepaid credit. A later draft not issued (a correction that
+# stopped) consumed nothing: it was counted as if issued, and the next month got the credit back.
+CREDIT_CONSUMED_BEFORE = """
+    SELECT DISTINCT ON (contract_id, period_start) contract_id, period_start, invoice_id, version, status, currency,
+           credits_applied
+    FROM invoices
+    WHERE period_start < %(start)s AND status <> 'VOID' AND kind = 'INVOICE'
+    ORDER BY contract_id, period_start, status IN ('ISSUED', 'PAID', 'CORRECTING', 'CORRECTED') DESC, version DESC
+"""
+
+
 def credit_balances(conn, period: Period, terms: dict[str, ContractTerms]) -> dict[str, Decimal]:
     """Prepaid credit left at the start of the period: granted before its end, minus what the
-    latest version of every earlier month's invoice consumed (exported with the month's audit
+    version in force of every earlier month's invoice consumed (exported with the month's audit
     snapshot as credit_consumed_before.csv: keep the two in step)."""
     granted = conn.execute(
         """SELECT contract_id, currency, sum(amount) FROM credit_grants WHERE granted_on < %s GROUP BY 1, 2""",
         (period.end,)).fetchall()
     used = dict(conn.execute(
-        """SELECT contract_id, sum(credits_applied) FROM invoices i
-           WHERE period_start < %s AND status <> 'VOID' AND kind = 'INVOICE'
-             AND version = (SELECT max(version) FROM invoices j WHERE j.contract_id = i.contract_id
-                            AND j.period_start = i.period_start AND j.status <> 'VOID' AND j.kind = 'INVOICE')
-           GROUP BY 1""", (period.start,)).fetchall())
+        f"""SELECT contract_id, sum(credits_applied) FROM ({CREDIT_CONSUMED_BEFORE}) v GROUP BY 1""",
+        {"start": period.start}).fetchall())
     balances = {}
     for contract_id, currency, amount in granted:
         t = terms.get(contract_id)
