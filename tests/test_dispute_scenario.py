@@ -30,12 +30,14 @@ from billing_pipeline.resources.parasut import ParasutResource
 from billing_pipeline.stores.audit_bucket import AuditBucket
 from billing_pipeline.stores.ledger import documents_against_ledger, verify
 from billing_pipeline.steps.corrections import dispute_report, month_corrections
+from billing_pipeline.sinks.stripe.events import sync_events
 from billing_pipeline.stores.plans import sync_plans
 from billing_pipeline.summary import format_month_summary
 from month_fixture import TEST_PLANS, _row, october_events, ts
 from parasut_server import ParasutServer
 from product_defs import product_defs
 from stripe_server import StripeServer
+from test_stripe_sink import gateway
 
 OCTOBER = Period.parse_month("2026-10")
 D = Decimal
@@ -251,3 +253,40 @@ def test_a_dispute_without_credentials_records_the_documents_requests(scenario, 
     assert versions == [("CTR-A:2026-10:v2", "CORRECTING"), ("CTR-B:2026-10:v2", "CORRECTED"),
                         ("CTR-P:2026-10:v2", "CORRECTING"), ("CTR-V:2026-10:v2", "CORRECTING")]
     assert _checks(instance, run_ids[-1])["all_corrections_issued"] is True
+
+
+def test_a_voided_invoice_is_not_billed_again_by_a_dispute_of_its_month(scenario, chdb_path, usage_store, instance,
+                                                                       s3_endpoint, signing_key):
+    """CTR-C's 500.75 EUR voided in Stripe; a dispute of 5 October (late usage of CTR-A and CTR-P,
+    none of CTR-C's) re-drafted CTR-C as v2 and issued it as a new 500.75 EUR invoice, and said
+    nothing had changed."""
+    db_url = scenario
+    AuditBucket("billing-audit", s3_endpoint).create()
+    with StripeServer() as stripe_server, ParasutServer(rate_limit=None, job_seconds_until_done=0.02) as parasut_server:
+        defs = product_defs(
+            db_url, chdb_path, audit_storage=AuditStorageResource(endpoint_url=s3_endpoint, bucket="billing-audit"),
+            stripe=StripeResource(api_key="sk_test_local", api_base=stripe_server.url, max_ops_per_second=500),
+            parasut=ParasutResource(base_url=parasut_server.url, company_id="1234", client_id="cid",
+                                    client_secret="csecret", username="api@example.test", password="pw",
+                                    requests_per_window=1000, window_seconds=1.0, poll_interval_seconds=0.01))
+        stripe = stripe_server.stripe
+        close_month(instance, OCTOBER, definitions=defs)
+        issue_month(instance, OCTOBER, definitions=defs)
+        [voided] = [i for i in stripe.invoices_for("CTR-C:2026-10:v1") if i["status"] != "draft"]
+        stripe.handle("POST", f"/v1/invoices/{voided['id']}/void", {}, None, "sk")
+        sync_events(db_url, gateway(stripe_server), None)
+        invoices_before = len(stripe.state.invoices)
+
+        usage_store.insert_arrow("requests_raw", _late_rows().filter(pa.compute.equal(
+            pa.compute.cast(_late_rows().column("timestamp"), pa.date32()), pa.scalar(date(2026, 10, 5), pa.date32()))))
+        dispute_month(instance, OCTOBER, [date(2026, 10, 5)], definitions=defs)
+        report, stopped = dispute_report(db_url, OCTOBER, {})
+        new_stripe_invoices = [i["metadata"].get("invoice_id") for i in list(stripe.state.invoices.values())[
+            invoices_before:]]
+    with psycopg.connect(db_url) as conn:
+        c_versions = conn.execute("SELECT invoice_id, status, total::text FROM invoices WHERE contract_id = 'CTR-C' "
+                                  "ORDER BY 1").fetchall()
+    assert c_versions == [("CTR-C:2026-10:v1", "VOID", "500.7500")]
+    assert new_stripe_invoices == ["CTR-A:2026-10:v2:supplementary"]  # CTR-A's late requests only
+    assert "VOIDED CTR-C:2026-10:v1: voided in the sink; its month is not drafted or billed again" in report
+    assert stopped is False

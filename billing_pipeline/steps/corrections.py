@@ -149,10 +149,21 @@ def dispute_report(db_url: str, period: Period, before: dict[str, str]) -> tuple
              + (f" ({d[11]})" if d[11] else "") for d in documents]
     stopped = stopped_corrections(db_url, period)
     lines += [f"NOT CORRECTED {invoice_id}: {reason}" for invoice_id, reason in stopped]
+    lines += [f"VOIDED {invoice_id}: voided in the sink; its month is not drafted or billed again"
+              for invoice_id in voided_invoices(db_url, period)]
     if not documents and not stopped:
         earlier = f" ({len(before)} earlier correction document{'' if len(before) == 1 else 's'} unchanged)"
         lines.append(f"no amount changed: nothing new to issue{earlier if before else ''}")
     return lines, bool(stopped)
+
+
+def voided_invoices(db_url: str, period: Period) -> list[str]:
+    """The month's voided invoices, the latest of each contract: drafting leaves those months alone."""
+    with connect(db_url) as conn:
+        return [r[0] for r in conn.execute(
+            """SELECT DISTINCT ON (contract_id) invoice_id FROM invoices
+               WHERE period_start = %s AND status = 'VOID' AND kind = 'INVOICE' ORDER BY contract_id, version DESC""",
+            (period.start,))]
 
 
 def month_corrections(db_url: str, period: Period) -> list[tuple]:

@@ -111,6 +111,7 @@ class DraftSummary:
     totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     largest: list[DraftedInvoice] = field(default_factory=list)  # the 10 largest totals
     new_versions: list[DraftedInvoice] = field(default_factory=list)  # of issued invoices (the first 50)
+    left_voided: list[str] = field(default_factory=list)  # voided invoices whose month is not billed again
 
     def add(self, drafted: list[DraftedInvoice]) -> None:
         self.invoices += len(drafted)
@@ -156,6 +157,12 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> Draft
         lock_partitions(conn, "invoice_drafts", [period.start.isoformat()])
         _check_rating_is_current(conn, period)
         terms = {t.contract_id: t for t in load_terms(conn, period)}
+        # A contract-month with a voided invoice is left as the void left it: drafted again, it went
+        # out as a new invoice (a dispute of any day re-billed a 6,000 USD invoice finance had voided)
+        voided = dict(conn.execute(
+            "SELECT DISTINCT ON (contract_id) contract_id, invoice_id FROM invoices WHERE period_start = %s "
+            "AND status = 'VOID' AND kind = 'INVOICE' ORDER BY contract_id, version DESC", (period.start,)).fetchall())
+        summary = DraftSummary(left_voided=sorted(voided.values()))
         issued_versions = dict(conn.execute(
             "SELECT contract_id, max(version) FROM invoices WHERE period_start = %s AND status <> 'DRAFT' "
             "AND kind = 'INVOICE' GROUP BY 1", (period.start,)).fetchall())
@@ -166,7 +173,6 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> Draft
         credits = credit_balances(conn, period, terms)
         conn.execute("DELETE FROM invoices WHERE period_start = %s AND status = 'DRAFT' AND kind = 'INVOICE'",
                      (period.start,))
-        summary = DraftSummary()
         written: Future | None = None  # the batch being written
 
         def draft_batch(batch: dict[str, list[RatedCharge]]) -> None:
@@ -174,6 +180,8 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> Draft
             in_force = _versions_in_force(reader, period, sorted(batch))
             drafted = []
             for contract_id, charges in batch.items():
+                if contract_id in voided:
+                    continue
                 conversion, problem = _conversion(terms[contract_id], rates, period)
                 current = in_force.get(contract_id)
                 # a new version of an issued invoice keeps the prepaid credit the issue consumed
@@ -313,7 +321,7 @@ def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
                UNION ALL SELECT DISTINCT r.contract_id, 'rated charges but no invoice (draft or issued) for the month'
                    FROM rated_charges r WHERE r.period_start = %(start)s AND NOT EXISTS (
                        SELECT 1 FROM invoices i WHERE i.contract_id = r.contract_id
-                       AND i.period_start = r.period_start AND i.kind = 'INVOICE' AND i.status <> 'VOID')
+                       AND i.period_start = r.period_start AND i.kind = 'INVOICE')  -- a voided one: left alone
                UNION ALL SELECT coalesce(l.invoice_id, v.invoice_id), CASE
                        WHEN l.charge_id IS NULL THEN format('rated charge %%s is on no line', c.charge_id)
                        WHEN c.charge_id IS NULL THEN format('line %%s names charge %%s, which the month did not rate',
