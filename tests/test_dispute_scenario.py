@@ -12,6 +12,7 @@ refund of 2.00 + 0.40 KDV); org_v +2 on 12 Oct (volume tiers in dollars, 0.10 up
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 
@@ -255,12 +256,9 @@ def test_a_dispute_without_credentials_records_the_documents_requests(scenario, 
     assert _checks(instance, run_ids[-1])["all_corrections_issued"] is True
 
 
-def test_a_voided_invoice_is_not_billed_again_by_a_dispute_of_its_month(scenario, chdb_path, usage_store, instance,
-                                                                       s3_endpoint, signing_key):
-    """CTR-C's 500.75 EUR voided in Stripe; a dispute of 5 October (late usage of CTR-A and CTR-P,
-    none of CTR-C's) re-drafted CTR-C as v2 and issued it as a new 500.75 EUR invoice, and said
-    nothing had changed."""
-    db_url = scenario
+@contextmanager
+def _issued_october(db_url: str, chdb_path, instance, s3_endpoint):
+    """October closed and issued through local Stripe and Parasut servers: (definitions, Stripe server)."""
     AuditBucket("billing-audit", s3_endpoint).create()
     with StripeServer() as stripe_server, ParasutServer(rate_limit=None, job_seconds_until_done=0.02) as parasut_server:
         defs = product_defs(
@@ -269,16 +267,31 @@ def test_a_voided_invoice_is_not_billed_again_by_a_dispute_of_its_month(scenario
             parasut=ParasutResource(base_url=parasut_server.url, company_id="1234", client_id="cid",
                                     client_secret="csecret", username="api@example.test", password="pw",
                                     requests_per_window=1000, window_seconds=1.0, poll_interval_seconds=0.01))
-        stripe = stripe_server.stripe
         close_month(instance, OCTOBER, definitions=defs)
         issue_month(instance, OCTOBER, definitions=defs)
+        yield defs, stripe_server
+
+
+def _late_rows_of(day: date) -> pa.Table:
+    late = _late_rows()
+    return late.filter(pa.compute.equal(pa.compute.cast(late.column("timestamp"), pa.date32()),
+                                        pa.scalar(day, pa.date32())))
+
+
+def test_a_voided_invoice_is_not_billed_again_by_a_dispute_of_its_month(scenario, chdb_path, usage_store, instance,
+                                                                       s3_endpoint, signing_key):
+    """CTR-C's 500.75 EUR voided in Stripe; a dispute of 5 October (late usage of CTR-A and CTR-P,
+    none of CTR-C's) re-drafted CTR-C as v2 and issued it as a new 500.75 EUR invoice, and said
+    nothing had changed."""
+    db_url = scenario
+    with _issued_october(db_url, chdb_path, instance, s3_endpoint) as (defs, stripe_server):
+        stripe = stripe_server.stripe
         [voided] = [i for i in stripe.invoices_for("CTR-C:2026-10:v1") if i["status"] != "draft"]
         stripe.handle("POST", f"/v1/invoices/{voided['id']}/void", {}, None, "sk")
         sync_events(db_url, gateway(stripe_server), None)
         invoices_before = len(stripe.state.invoices)
 
-        usage_store.insert_arrow("requests_raw", _late_rows().filter(pa.compute.equal(
-            pa.compute.cast(_late_rows().column("timestamp"), pa.date32()), pa.scalar(date(2026, 10, 5), pa.date32()))))
+        usage_store.insert_arrow("requests_raw", _late_rows_of(date(2026, 10, 5)))
         dispute_month(instance, OCTOBER, [date(2026, 10, 5)], definitions=defs)
         report, stopped = dispute_report(db_url, OCTOBER, {})
         new_stripe_invoices = [i["metadata"].get("invoice_id") for i in list(stripe.state.invoices.values())[
@@ -290,3 +303,23 @@ def test_a_voided_invoice_is_not_billed_again_by_a_dispute_of_its_month(scenario
     assert new_stripe_invoices == ["CTR-A:2026-10:v2:supplementary"]  # CTR-A's late requests only
     assert "VOIDED CTR-C:2026-10:v1: voided in the sink; its month is not drafted or billed again" in report
     assert stopped is False
+
+
+def test_a_re_run_of_an_issued_turkish_month_keeps_the_kdv_rate_it_was_issued_at(scenario, chdb_path, usage_store,
+                                                                                instance, s3_endpoint, signing_key):
+    """CTR-P issued at KDV 20%; its contract then set to 10%, and 5 October disputed (2 late requests:
+    the volume price falls, 8.00 -> 6.00 TRY). The supply was October's, at 20%: the credit note
+    takes back 2.00 + 0.40 KDV and v2 keeps 20% (it was re-taxed at 10%: KDV 0.60 where the issued
+    documents add up to 1.20)."""
+    db_url = scenario
+    with _issued_october(db_url, chdb_path, instance, s3_endpoint) as (defs, _stripe_server):
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("UPDATE contracts SET vat_rate = 0.10 WHERE contract_id = 'CTR-P'")
+        usage_store.insert_arrow("requests_raw", _late_rows_of(date(2026, 10, 5)))
+        dispute_month(instance, OCTOBER, [date(2026, 10, 5)], definitions=defs)
+    with psycopg.connect(db_url) as conn:
+        versions = conn.execute("SELECT invoice_id, status, tax_rate::text, subtotal::text, tax::text, total::text "
+                                "FROM invoices WHERE contract_id = 'CTR-P' ORDER BY 1").fetchall()
+    assert versions == [("CTR-P:2026-10:v1", "ISSUED", "0.2000", "8.0000", "1.6000", "9.6000"),
+                        ("CTR-P:2026-10:v2", "CORRECTED", "0.2000", "6.0000", "1.2000", "7.2000"),
+                        ("CTR-P:2026-10:v2:credit-note", "ISSUED", "0.2000", "-2.0000", "-0.4000", "-2.4000")]

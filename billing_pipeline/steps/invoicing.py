@@ -186,9 +186,11 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> Draft
                 current = in_force.get(contract_id)
                 # a new version of an issued invoice keeps the prepaid credit the issue consumed
                 credit = current.credits_applied if current else credits.get(contract_id, Decimal(0))
+                # and the KDV rate it was issued at: the rate of the month's supply, whatever the contract
+                # says since (a rate changed later re-taxed the month's unchanged lines and issued nothing)
+                vat_rate = current.tax_rate if current else vat_rates.get(contract_id)
                 try:
-                    draft = draft_invoice(terms[contract_id], charges, period, credit, conversion,
-                                          vat_rates.get(contract_id))
+                    draft = draft_invoice(terms[contract_id], charges, period, credit, conversion, vat_rate)
                 except ValueError as exc:
                     raise BillingError(f"invoice_drafts {period.label}: {exc}") from None
                 if current is not None and _same_lines(current.lines, draft.lines):
@@ -240,12 +242,13 @@ class VersionInForce:
     invoice_id: str
     credits_applied: Decimal
     lines: tuple[tuple, ...]  # (charge_id, description, quantity, amount, vat_amount, discount_share)
+    tax_rate: Decimal = Decimal(0)  # the KDV rate it was issued at (a share: 0.20)
 
 
 def _versions_in_force(conn, period: Period, contract_ids: list[str]) -> dict[str, VersionInForce]:
     """Per contract of ``contract_ids``, the latest version sent or being sent (not a draft, not voided)."""
-    versions = {r[0]: (r[1], Decimal(r[2])) for r in conn.execute(
-        """SELECT DISTINCT ON (contract_id) contract_id, invoice_id, credits_applied FROM invoices
+    versions = {r[0]: (r[1], Decimal(r[2]), Decimal(r[3])) for r in conn.execute(
+        """SELECT DISTINCT ON (contract_id) contract_id, invoice_id, credits_applied, tax_rate FROM invoices
            WHERE period_start = %s AND kind = 'INVOICE' AND status NOT IN ('DRAFT', 'VOID')
              AND contract_id = ANY(%s)
            ORDER BY contract_id, version DESC""", (period.start, contract_ids))}
@@ -255,7 +258,7 @@ def _versions_in_force(conn, period: Period, contract_ids: list[str]) -> dict[st
                       coalesce(discount_share, 0) FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no""",
             ([v[0] for v in versions.values()],)):
         lines[invoice_id].append(tuple(line))
-    return {c: VersionInForce(i, credits, tuple(lines[i])) for c, (i, credits) in versions.items()}
+    return {c: VersionInForce(i, credits, tuple(lines[i]), rate) for c, (i, credits, rate) in versions.items()}
 
 
 def _same_lines(current: tuple[tuple, ...], lines) -> bool:
