@@ -44,7 +44,7 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
         rows = conn.execute(
             """SELECT i.invoice_id, i.contract_id, i.version, i.status, i.kind, cu.legal_name, c.contract_type,
                       c.region, i.currency, i.subtotal, i.tax, i.tax_rate, i.credits_applied, i.total, i.sink_error,
-                      c.stripe_tax
+                      c.stripe_tax, i.external_tax
                FROM invoices i JOIN contracts c USING (contract_id) JOIN customers cu ON cu.org_id = i.org_id
                WHERE i.period_start = %s ORDER BY i.contract_id, i.version, i.invoice_id""", (period.start,)).fetchall()
         lines = defaultdict(list)
@@ -75,8 +75,10 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
     totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0)])
     for contract_id, row in sorted(in_force.items()):
         (invoice_id, _, version, status, _, customer, ctype, region, currency, subtotal, tax, rate, credits, total, _,
-         stripe_tax) = row
+         stripe_tax, stripe_computed_tax) = row
         currency = currency.strip()
+        if stripe_tax and stripe_computed_tax is not None:  # issued: the tax Stripe Tax charged (ours is 0)
+            tax, total = stripe_computed_tax, subtotal + stripe_computed_tax - credits
         out.append(f"{invoice_id}  {customer}  [{ctype}, {region}]  {status}")
         shown = lines[invoice_id][:max_lines_per_invoice]
         for description, quantity, unit_price, amount in shown:
@@ -84,7 +86,8 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
         if len(lines[invoice_id]) > len(shown):
             out.append(f"    ... {len(lines[invoice_id]) - len(shown)} more lines")
         tax_label = (f"tax (KDV {_percent(rate)})" if region == "TR" else
-                     "tax (computed by Stripe at issue)" if stripe_tax else "tax (none: Stripe Tax is off)")
+                     ("tax (Stripe Tax, as issued)" if stripe_computed_tax is not None
+                      else "tax (computed by Stripe at issue)") if stripe_tax else "tax (none: Stripe Tax is off)")
         out.append(f"    {'subtotal':<73} {_num(subtotal, currency):>14} {currency}")
         out.append(f"    {tax_label:<73} {_num(tax, currency):>14} {currency}")
         if credits:

@@ -13,7 +13,9 @@ from billing_pipeline.domain.periods import Period
 from billing_pipeline.domain.stripe_invoice import MAX_ITEMS
 from billing_pipeline.sinks.stripe.gateway import RetryPolicy, StripeGateway
 from billing_pipeline.sinks.stripe.issuing import issue_month
+from billing_pipeline.stores.ledger import documents_against_ledger
 from billing_pipeline.stores.postgres import transaction
+from billing_pipeline.summary import format_month_summary
 from at_once import at_once, failures
 from stripe_fixture import DRAFTS, reset, seed_global_drafts
 from stripe_server import StripeServer
@@ -117,6 +119,15 @@ def test_issues_each_draft_once_with_exact_minor_units(drafts):
         ("INVOICE_ISSUED", "CTR-T:2026-10:v1", "receivable:org_t", "58.3100"),
         ("INVOICE_ISSUED", "CTR-T:2026-10:v1", "revenue", "-49.0000"),
         ("INVOICE_ISSUED", "CTR-T:2026-10:v1", "tax_payable", "-9.3100")])
+    # the ledger took Stripe's tax (9.31); the invoice's own tax stays 0 (Stripe Tax computes it at
+    # issue): documents_against_ledger compares Stripe's figure, and found every such invoice wrong
+    with psycopg.connect(drafts) as conn:
+        assert documents_against_ledger(conn).problems == []
+    # and the month's summary shows what Stripe charged CTR-T (it showed tax 0.00, total 49.00)
+    summary = format_month_summary(drafts, OCTOBER).splitlines()
+    block = summary[summary.index("CTR-T:2026-10:v1  Tau AG  [METERED, GLOBAL]  ISSUED"):]
+    assert [line.split()[-2:] for line in block[2:5]] == [["49.00", "USD"], ["9.31", "USD"], ["58.31", "USD"]]
+    assert block[3].split()[:5] == ["tax", "(Stripe", "Tax,", "as", "issued)"]
 
 
 def test_customers_are_looked_up_before_created_and_kept_in_step(drafts):

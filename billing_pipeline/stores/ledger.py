@@ -110,7 +110,8 @@ consumed AS (
     WHERE event = 'CREDIT_CONSUMED' AND account LIKE 'prepaid_credit:%%' GROUP BY entity_id),
 compared AS (
     SELECT coalesce(d.invoice_id, l.invoice_id) AS invoice_id, d.status, trim(d.currency) AS currency, d.subtotal,
-           d.tax, d.credits_applied, d.sink, l.invoice_id IS NOT NULL AS recorded, l.transactions,
+           -- a Stripe document's tax is Stripe's (Stripe Tax computes it at issue; ours is 0), as the ledger took it
+           CASE WHEN d.sink = 'STRIPE' AND d.tax = 0 THEN coalesce(d.external_tax, 0) ELSE d.tax END, d.credits_applied, d.sink, l.invoice_id IS NOT NULL AS recorded, l.transactions,
            l.currency AS ledger_currency, l.receivable, l.subtotal AS ledger_subtotal, l.tax AS ledger_tax,
            coalesce(c.credits, 0) AS ledger_credits
     FROM invoices d FULL JOIN issue l ON l.invoice_id = d.invoice_id
