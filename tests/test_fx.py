@@ -163,9 +163,7 @@ def _close_with(october, chdb_path, instance, fx, tr_contract="CTR-A"):
 
 
 def _latest_check(instance, name: str):
-    record = instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(dg.AssetKey("fx_snapshot"), name), limit=1)[0]
-    return record.evaluation.passed
+    return _latest_check_of(instance, "fx_snapshot", name)
 
 
 def test_a_wrongly_dated_bulletin_stops_only_the_invoices_needing_it(october, chdb_path, instance, fx):
@@ -246,3 +244,36 @@ def test_a_month_free_in_dollars_is_free_in_lira_and_the_checks_agree(october, c
     assert {k: drafts["lira_lines_match_rate"][1][k].value for k in ("converted_lines", "differing",
                                                                      "free_months_rounded_to_zero")} == {
         "converted_lines": 3, "differing": 0, "free_months_rounded_to_zero": 1}
+
+
+def test_a_new_version_of_an_issued_lira_invoice_keeps_the_rate_it_was_issued_at(october, chdb_path, instance, fx,
+                                                                                 usage_store):
+    """CTR-A (USD, Turkish) issued at 34.5678; then TCMB's 30 October file read again at 35.0000 and
+    one late request added (ETH 0.11 -> 0.12 USD). v2 converts at 34.5678 (0.12 x 34.5678 = 4.15
+    TRY: a 0.35 TRY supplementary); at 35.0000 it re-priced the lines already invoiced too."""
+    import pyarrow as pa
+    from month_fixture import _row, october_events, ts
+
+    _close_with(october, chdb_path, instance, fx)
+    with psycopg.connect(october, autocommit=True) as conn:
+        conn.execute("UPDATE invoices SET status = 'ISSUED' WHERE invoice_id = 'CTR-A:2026-10:v1'")
+    fx.publish_tcmb(OCT_30, {"USD": (1, "35.0000"), "EUR": (1, "37.4321")})
+    usage_store.insert_arrow("requests_raw", pa.Table.from_pylist(
+        [_row(ts(2026, 10, 5, 18), "late-a0", "org_a", "prj_a1", "eth-mainnet")], schema=october_events().schema))
+    _close_with(october, chdb_path, instance, fx)
+    with psycopg.connect(october) as conn:
+        rate = conn.execute("SELECT rate::text FROM fx_snapshots WHERE currency = 'USD'").fetchone()[0]
+        v2 = conn.execute("SELECT fx_rate::text, fx_snapshot_ref FROM invoices "
+                          "WHERE invoice_id = 'CTR-A:2026-10:v2'").fetchone()
+        lines = conn.execute("""SELECT source_amount::text, amount::text FROM invoice_lines
+                                WHERE invoice_id = 'CTR-A:2026-10:v2' ORDER BY line_no""").fetchall()
+    assert rate == "35.0000000000"  # the month's snapshot moved
+    assert v2 == ("34.5678000000", "TCMB:2026-10-30:USD")
+    assert lines == [("0.0500", "1.7300"), ("0.1200", "4.1500")]
+    assert _latest_check_of(instance, "invoice_drafts", "lira_lines_match_rate") is True
+
+
+def _latest_check_of(instance, asset: str, name: str):
+    record = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey(asset), name), limit=1)[0]
+    return record.evaluation.passed

@@ -182,8 +182,11 @@ def draft_month(db_url: str, period: Period, run_id: str | None = None) -> Draft
             for contract_id, charges in batch.items():
                 if contract_id in voided:
                     continue
-                conversion, problem = _conversion(terms[contract_id], rates, period)
                 current = in_force.get(contract_id)
+                # a new version of an issued lira invoice converts at the rate it was issued at: a rate
+                # fetched since re-priced the lines already invoiced (0.48 TRY of a 13.43 supplementary)
+                conversion, problem = ((current.conversion, None) if current and current.conversion
+                                       else _conversion(terms[contract_id], rates, period))
                 # a new version of an issued invoice keeps the prepaid credit the issue consumed
                 credit = current.credits_applied if current else credits.get(contract_id, Decimal(0))
                 # and the KDV rate it was issued at: the rate of the month's supply, whatever the contract
@@ -243,12 +246,16 @@ class VersionInForce:
     credits_applied: Decimal
     lines: tuple[tuple, ...]  # (charge_id, description, quantity, amount, vat_amount, discount_share)
     tax_rate: Decimal = Decimal(0)  # the KDV rate it was issued at (a share: 0.20)
+    conversion: Conversion | None = None  # the rate its lira lines were converted at
 
 
 def _versions_in_force(conn, period: Period, contract_ids: list[str]) -> dict[str, VersionInForce]:
     """Per contract of ``contract_ids``, the latest version sent or being sent (not a draft, not voided)."""
-    versions = {r[0]: (r[1], Decimal(r[2]), Decimal(r[3])) for r in conn.execute(
-        """SELECT DISTINCT ON (contract_id) contract_id, invoice_id, credits_applied, tax_rate FROM invoices
+    versions = {r[0]: (r[1], Decimal(r[2]), Decimal(r[3]),
+                       Conversion(r[4].strip(), Decimal(r[5]), r[6], r[7]) if r[5] is not None else None)
+                for r in conn.execute(
+        """SELECT DISTINCT ON (contract_id) contract_id, invoice_id, credits_applied, tax_rate, source_currency,
+                  fx_rate, fx_snapshot_ref, coalesce(fx_estimated, false) FROM invoices
            WHERE period_start = %s AND kind = 'INVOICE' AND status NOT IN ('DRAFT', 'VOID')
              AND contract_id = ANY(%s)
            ORDER BY contract_id, version DESC""", (period.start, contract_ids))}
@@ -258,7 +265,8 @@ def _versions_in_force(conn, period: Period, contract_ids: list[str]) -> dict[st
                       coalesce(discount_share, 0) FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, line_no""",
             ([v[0] for v in versions.values()],)):
         lines[invoice_id].append(tuple(line))
-    return {c: VersionInForce(i, credits, tuple(lines[i]), rate) for c, (i, credits, rate) in versions.items()}
+    return {c: VersionInForce(i, credits, tuple(lines[i]), rate, conversion)
+            for c, (i, credits, rate, conversion) in versions.items()}
 
 
 def _same_lines(current: tuple[tuple, ...], lines) -> bool:

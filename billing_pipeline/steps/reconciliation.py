@@ -32,7 +32,8 @@ class Finding:
 
 def lira_lines_match_rate(conn: psycopg.Connection, period: Period) -> Finding:
     """Every converted line equals its source amount times the invoice's rate, rounded half-up to
-    the kurus, and every converted invoice's rate is its month's snapshot rate. One exception, the
+    the kurus, and every converted invoice's rate is its month's snapshot rate (a new version of an
+    issued invoice: the rate that invoice was issued at). One exception, the
     rule of ``domain/invoicing.py``: a month free in the contract's currency is free in lira, its
     last discount line taking the lines' separate roundings; its amount is then fixed by the other
     lines, each checked (counted in the metadata). Only invoices: a correction document's line is
@@ -50,9 +51,16 @@ def lira_lines_match_rate(conn: psycopg.Connection, period: Period) -> Finding:
            WHERE i.period_start = %(start)s AND i.kind = 'INVOICE' AND l.source_amount IS NOT NULL
              AND l.amount <> round(l.source_amount * l.fx_rate, 2)
            UNION ALL
-           SELECT i.invoice_id, 0, NULL, i.fx_rate, NULL, s.rate, i.fx_rate - s.rate, false
+           SELECT i.invoice_id, 0, NULL, i.fx_rate, NULL, coalesce(issued.fx_rate, s.rate),
+                  i.fx_rate - coalesce(issued.fx_rate, s.rate), false
            FROM invoices i JOIN fx_snapshots s ON s.period_start = i.period_start AND s.currency = i.source_currency
-           WHERE i.period_start = %(start)s AND i.fx_rate IS DISTINCT FROM s.rate AND i.status = 'DRAFT'
+           -- a new version of an issued invoice keeps the rate that invoice was issued at
+           LEFT JOIN LATERAL (SELECT j.fx_rate FROM invoices j
+                              WHERE j.contract_id = i.contract_id AND j.period_start = i.period_start
+                                AND j.kind = 'INVOICE' AND j.status NOT IN ('DRAFT', 'VOID')
+                              ORDER BY j.version DESC LIMIT 1) issued ON true
+           WHERE i.period_start = %(start)s AND i.fx_rate IS DISTINCT FROM coalesce(issued.fx_rate, s.rate)
+             AND i.status = 'DRAFT'
            ORDER BY 1, 2""", {"start": period.start}).fetchall()
     rows = [r[:7] for r in found if not r[7]]
     converted = conn.execute(
