@@ -323,3 +323,24 @@ def test_a_re_run_of_an_issued_turkish_month_keeps_the_kdv_rate_it_was_issued_at
     assert versions == [("CTR-P:2026-10:v1", "ISSUED", "0.2000", "8.0000", "1.6000", "9.6000"),
                         ("CTR-P:2026-10:v2", "CORRECTED", "0.2000", "6.0000", "1.2000", "7.2000"),
                         ("CTR-P:2026-10:v2:credit-note", "ISSUED", "0.2000", "-2.0000", "-0.4000", "-2.4000")]
+
+
+def test_a_supplementary_voided_since_is_named_by_the_next_dispute_report(scenario, chdb_path, usage_store,
+                                                                         instance, s3_endpoint, signing_key):
+    """CTR-A's supplementary invoice (+0.03 USD) voided in Stripe after the dispute that issued it:
+    what CTR-A holds no longer adds up to its version in force. The report said "no amount changed"
+    and the command exited 0 while corrections_add_up was red."""
+    db_url = scenario
+    with _issued_october(db_url, chdb_path, instance, s3_endpoint) as (defs, stripe_server):
+        usage_store.insert_arrow("requests_raw", _late_rows_of(date(2026, 10, 5)))
+        dispute_month(instance, OCTOBER, [date(2026, 10, 5)], definitions=defs)
+        before = {d[0]: d[7] for d in month_corrections(db_url, OCTOBER)}
+        [supplementary] = stripe_server.stripe.invoices_for("CTR-A:2026-10:v2:supplementary")
+        stripe_server.stripe.handle("POST", f"/v1/invoices/{supplementary['id']}/void", {}, None, "sk")
+        sync_events(db_url, gateway(stripe_server), None)
+    report, stopped = dispute_report(db_url, OCTOBER, {k: v for k, v in before.items()
+                                                       if k != "CTR-A:2026-10:v2:supplementary"})
+    assert stopped is True
+    assert report[0] == "supplementary CTR-A:2026-10:v2:supplementary: 0.0300 USD correcting CTR-A:2026-10:v1, VOID"
+    assert report[1:] == ["NOT ADDING UP CTR-A:2026-10:v2: CTR-A:2026-10:USAGE:requests:eth-mainnet: the issued "
+                          "documents carry 0.1100, the version in force 0.1400"]

@@ -12,6 +12,7 @@ from ..domain.money import UNIT_PRICE_PLACES
 from ..domain.corrections import Correction, VersionLine, correction_id, corrections
 from ..domain.periods import Period
 from ..stores.postgres import connect, lock_partitions, transaction
+from .reconciliation import corrections_add_up
 
 IN_FORCE = ("ISSUED", "PAID", "CORRECTED")
 
@@ -151,6 +152,13 @@ def dispute_report(db_url: str, period: Period, before: dict[str, str]) -> tuple
     lines += [f"NOT CORRECTED {invoice_id}: {reason}" for invoice_id, reason in stopped]
     lines += [f"VOIDED {invoice_id}: voided in the sink; its month is not drafted or billed again"
               for invoice_id in voided_invoices(db_url, period)]
+    # what customers hold no longer adds up to the month (a document voided in the sink since):
+    # "no amount changed" and exit 0 hid it while corrections_add_up was red
+    with connect(db_url) as conn:
+        differing = corrections_add_up(conn, period).rows
+    lines += [f"NOT ADDING UP {invoice_id}: {charge_id}: the issued documents carry {sent:,}, the version in force "
+              f"{in_force:,}" for invoice_id, charge_id, sent, in_force, _ in differing]
+    stopped = stopped + [(r[0], "") for r in differing]
     if not documents and not stopped:
         earlier = f" ({len(before)} earlier correction document{'' if len(before) == 1 else 's'} unchanged)"
         lines.append(f"no amount changed: nothing new to issue{earlier if before else ''}")
