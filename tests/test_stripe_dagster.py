@@ -215,3 +215,25 @@ def test_the_sink_sends_nothing_when_the_months_blocking_checks_fail_now(october
         "stripe_invoices 2026-10: nothing sent: the month's blocking checks fail now (1): CTR-A:2026-10:v1: line 1 "
         "is 1.0500, its rated charge CTR-A:2026-10:USAGE:requests:bsc-mainnet rounds to 0.05.")
     assert rows(october, "SELECT count(*) FROM sink_outbox") == [(0,)]  # not even a dry-run request
+
+
+@pytest.mark.parametrize("change,problem", [
+    # usage or terms changed since rating (a day re-run in the UI, a contract edited): the drafts bill
+    # what no longer holds; drafting refused this state, the sinks sent it (500 GB went unbilled)
+    ("UPDATE contracts SET minimum_commitment = 70 WHERE contract_id = 'CTR-A'",
+     "rated_charges: contract CTR-A changed (contracts) after rated_charges 2026-10-01; re-materialize rated_charges "
+     "2026-10-01 first"),
+    ("UPDATE usage_rollup_days SET rolled_up_at = now() WHERE day = '2026-10-05'",
+     "rated_charges: usage_rollups partition 2026-10-05 was re-run after rated_charges 2026-10-01"),
+    # prepaid credit no grant backs, total lowered to match: it added up, and Stripe got a customer credit
+    ("UPDATE invoices SET credits_applied = 0.16, total = 0 WHERE invoice_id = 'CTR-A:2026-10:v1'",
+     "CTR-A:2026-10:v1: prepaid credit 0.1600 applied, but the contract has 0 left"),
+], ids=["contract changed", "usage re-run", "unbacked credit"])
+def test_the_sink_refuses_stale_charges_and_unbacked_credit(october, billing_defs, instance, change, problem):
+    close_month(instance, OCTOBER, definitions=billing_defs)
+    with psycopg.connect(october) as conn:
+        conn.execute(change)
+    with pytest.raises(dg.Failure) as failure:
+        materialize_sink(billing_defs, instance)
+    assert problem in str(failure.value)
+    assert rows(october, "SELECT count(*) FROM sink_outbox") == [(0,)]

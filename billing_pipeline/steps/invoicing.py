@@ -48,27 +48,34 @@ def invoice_id(contract_id: str, period: Period, version: int) -> str:
 
 def _check_rating_is_current(conn, period: Period) -> None:
     key = period.start.isoformat()
+    stale = rating_staleness(conn, period)
+    if stale is not None:
+        raise MissingDataError(f"invoice_drafts {key}: {stale}")
+
+
+def rating_staleness(conn, period: Period) -> str | None:
+    """Why the month's rated charges are out of date (never rated, a rollup re-run or a contract
+    changed since), or None. Drafting refuses then, and so do the sinks (issue_guard)."""
+    key = period.start.isoformat()
     rated_at = conn.execute("SELECT rated_at FROM rating_runs WHERE period_start = %s", (period.start,)).fetchone()
     if rated_at is None:
-        raise MissingDataError(f"invoice_drafts {key}: rated_charges partition {key} has not been materialized")
+        return f"rated_charges partition {key} has not been materialized"
     # the edge days too: rating reads them for customers in other timezones (a re-run 1 December
     # changes a New York customer's November, and drafting took the stale charges without a word)
     newer = conn.execute(
         "SELECT min(day) FROM usage_rollup_days WHERE day >= %s AND day < %s AND rolled_up_at > %s",
         (period.start - timedelta(days=1), period.end + timedelta(days=1), rated_at[0])).fetchone()[0]
     if newer is not None:
-        raise MissingDataError(
-            f"invoice_drafts {key}: usage_rollups partition {newer.isoformat()} was re-run after rated_charges {key}; "
-            f"re-materialize rated_charges {key} first")
+        return (f"usage_rollups partition {newer.isoformat()} was re-run after rated_charges {key}; "
+                f"re-materialize rated_charges {key} first")
     changed = conn.execute(
         """SELECT x.contract_id, x.changed FROM contract_changes x JOIN contracts c USING (contract_id)
            WHERE x.changed_at > %s AND c.start_at < %s AND (c.end_at IS NULL OR c.auto_renew OR c.end_at > %s)
            ORDER BY x.changed_at LIMIT 1""", (rated_at[0], period.end_utc, period.start_utc)).fetchone()
     if changed is not None:
-        raise MissingDataError(
-            f"invoice_drafts {key}: contract {changed[0]} changed ({changed[1]}) after rated_charges {key}; "
-            f"re-materialize rated_charges {key} first (drafts from charges rated before would mix its old and "
-            "new terms)")
+        return (f"contract {changed[0]} changed ({changed[1]}) after rated_charges {key}; re-materialize "
+                f"rated_charges {key} first (drafts from charges rated before would mix its old and new terms)")
+    return None
 
 
 # Each earlier month's version in force (its latest issued version, else its latest draft; never a
@@ -297,7 +304,8 @@ def month_in_force(db_url: str, period: Period) -> tuple[int, dict[str, Decimal]
 def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
     """What is wrong with the month's drafts, as (invoice, problem); empty when they add up: each
     draft's lines, subtotal, tax and total agree; and each contract's current version (its latest,
-    draft or issued) has one line per rated charge of the month, rounded once from it."""
+    draft or issued) has one line per rated charge of the month, rounded once from it; and no draft
+    applies more prepaid credit than its contract has left."""
     with connect(db_url) as conn:
         conn.execute("SET LOCAL work_mem = '128MB'")  # the month's lines and charges hash in memory (2.3 s -> 1.4 s)
         return conn.execute(
@@ -329,6 +337,21 @@ def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
                    WHERE total < 0 AND kind <> 'CREDIT_NOTE'
                UNION ALL SELECT min(invoice_id), format('%%s current drafts for contract %%s', count(*), contract_id)
                    FROM sums WHERE kind = 'INVOICE' GROUP BY contract_id HAVING count(*) > 1
+               UNION ALL SELECT invoice_id, format('prepaid credit %%s applied, but the contract has %%s left',
+                                                   credits_applied, allowed) FROM (
+                   -- granted before the month's end less what earlier months consumed; a new version of an
+                   -- issued invoice: what the issue consumed (an edited draft gave away 12,000 USD unbacked)
+                   SELECT d.invoice_id, d.credits_applied, coalesce(
+                       (SELECT j.credits_applied FROM invoices j WHERE j.contract_id = d.contract_id
+                        AND j.period_start = d.period_start AND j.kind = 'INVOICE'
+                        AND j.status NOT IN ('DRAFT', 'VOID') ORDER BY j.version DESC LIMIT 1),
+                       (SELECT coalesce(sum(g.amount), 0) FROM credit_grants g
+                        WHERE g.contract_id = d.contract_id AND g.granted_on < %(end)s)
+                       - (SELECT coalesce(sum(v.credits_applied), 0) FROM (""" + CREDIT_CONSUMED_BEFORE + """) v
+                          WHERE v.contract_id = d.contract_id)) AS allowed
+                   FROM invoices d WHERE d.period_start = %(start)s AND d.status = 'DRAFT' AND d.kind = 'INVOICE'
+                     AND d.credits_applied > 0) credit
+                   WHERE credits_applied > allowed
                UNION ALL SELECT DISTINCT r.contract_id, 'rated charges but no invoice (draft or issued) for the month'
                    FROM rated_charges r WHERE r.period_start = %(start)s AND NOT EXISTS (
                        SELECT 1 FROM invoices i WHERE i.contract_id = r.contract_id
@@ -342,5 +365,5 @@ def draft_problems(db_url: str, period: Period) -> list[tuple[str, str]]:
                    FROM lines l FULL JOIN charges c ON c.charge_id = l.charge_id AND c.contract_id = l.contract_id
                    LEFT JOIN current_version v ON v.contract_id = c.contract_id
                    WHERE l.charge_id IS NULL OR c.charge_id IS NULL OR c.rounded IS DISTINCT FROM l.amount
-               ORDER BY 1, 2""", {"start": period.start, "currencies": list(MINOR_UNITS),
+               ORDER BY 1, 2""", {"start": period.start, "end": period.end, "currencies": list(MINOR_UNITS),
                                   "units": list(MINOR_UNITS.values())}).fetchall()

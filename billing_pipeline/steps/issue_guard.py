@@ -11,14 +11,20 @@ from __future__ import annotations
 from ..domain.periods import Period
 from ..errors import BillingError
 from ..stores.postgres import connect
-from .invoicing import draft_problems
+from .invoicing import draft_problems, rating_staleness
 from .reconciliation import lira_lines_match_rate, rollups_rated_once
 
 
 def blocking_problems(db_url: str, period: Period) -> list[str]:
-    """drafts_add_up, lira_lines_match_rate and rollups_rated_once for the month, as one line each."""
+    """The rating's freshness, drafts_add_up, lira_lines_match_rate and rollups_rated_once for the
+    month, as one line each."""
     problems = [f"{invoice}: {problem}" for invoice, problem in draft_problems(db_url, period)]
     with connect(db_url) as conn:
+        # usage re-run or a contract changed since rating: the drafts bill what no longer holds (an
+        # operator re-running one day in the UI, then the sink: 500 GB went unbilled)
+        stale = rating_staleness(conn, period)
+        if stale is not None:
+            problems.insert(0, f"rated_charges: {stale}")
         for finding, name in ((rollups_rated_once(conn, period), "rollups_rated_once"),
                               (lira_lines_match_rate(conn, period), "lira_lines_match_rate")):
             problems += [f"{name}: " + ", ".join(str(v) for v in row if v is not None) for row in finding.rows]
