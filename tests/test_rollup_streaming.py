@@ -309,3 +309,24 @@ def test_a_whole_month_is_copied_frozen_into_its_partition_and_its_edges_through
             "WHERE relname IN ('usage_rollups_2026_09', 'usage_rollups_2026_10')").fetchall())
     assert counts == {"2026-09": 2, "2026-10": 93, "2026-11": 2}
     assert visible == {"usage_rollups_2026_09": False, "usage_rollups_2026_10": True}
+
+
+def test_a_day_rolled_up_alone_splits_at_local_midnights_as_the_month_s_close_does(october, usage_store):
+    """org_a billed in Singapore from 20 October: the month's close splits its every day at the
+    local midnight (rating reads its whole month in Singapore days). A day rolled up by itself
+    (the daily cron, a dispute) took only the contracts around that day, found none in a zone, and
+    deleted the day's split: its usage before the local midnight was then counted unrated."""
+    with psycopg.connect(october) as conn:
+        conn.execute("UPDATE contracts SET timezone = 'Asia/Singapore', start_at = '2026-10-20' "
+                     "WHERE contract_id = 'CTR-A'")
+    roll_up_usage(usage_store, october, datetime(2026, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC),
+                  allow_empty_days=True)
+    split_sql = "SELECT * FROM usage_before_local_midnight WHERE day = %s ORDER BY 1, 2, 3, 4"
+    with psycopg.connect(october) as conn:
+        day = conn.execute("SELECT min(day) FROM usage_before_local_midnight WHERE org_id = 'org_a'").fetchone()[0]
+        month_split = conn.execute(split_sql, (day,)).fetchall()
+    assert day < date(2026, 10, 18) and month_split  # a day the contract's own window never reached
+    alone = datetime.combine(day, datetime.min.time(), UTC)
+    roll_up_usage(usage_store, october, alone, alone + timedelta(days=1), allow_empty_days=True)
+    with psycopg.connect(october) as conn:
+        assert conn.execute(split_sql, (day,)).fetchall() == month_split

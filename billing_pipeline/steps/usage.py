@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pyarrow as pa
 
@@ -125,8 +125,13 @@ def collect_usage(store: UsageStore, meters: MeterSet, params: dict, zones: dict
 
 
 def billing_timezones(db_url: str, start: date, end: date) -> dict[str, str]:
-    """Org -> timezone for orgs whose contracts around [start, end) bill in a zone other than UTC
-    (the latest contract's zone when an org has several)."""
+    """Org -> timezone for orgs whose contracts bill in a zone other than UTC in any month whose
+    rating reads a day of [start, end) (the latest contract's zone when an org has several): the
+    zones rating finds for those months (rating._USAGE_ON_BILLED_DAYS), whatever window this run
+    covers. Taken around the window alone, a day rolled up by itself lost the split of an org whose
+    contract starts later that month (1,160 requests counted unrated), unlike the month's close."""
+    start = (start - timedelta(days=1)).replace(day=1)  # the month that reads the window's first day
+    end = (end.replace(day=1) + timedelta(days=32)).replace(day=1)  # the end of the month reading the last
     with transaction(db_url) as conn:
         rows = conn.execute(
             """SELECT DISTINCT ON (org_id) org_id, timezone FROM contracts_in_force
