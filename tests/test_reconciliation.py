@@ -155,6 +155,14 @@ def test_rollups_against_clickhouse_and_late_rows(october, usage_store, billing_
     # a1-a7 on 5 October: 7 requests, 6 successful (a3 failed), plus org_d's daily request
     assert finding.rows == [(date(2026, 10, 5), "requests", 8, 7, -1),
                             (date(2026, 10, 5), "successful_requests", 7, 6, -1)]
+    # the priced meters too: compute units edited in PostgreSQL (CTR-A's October: 450 EUR -> 851.20)
+    with transaction(october) as conn:
+        conn.execute("""UPDATE usage_rollups SET requests = requests + 1, successful_requests = successful_requests + 1,
+                               meter_compute_units = meter_compute_units + 2000000000
+                        WHERE day = '2026-10-05' AND org_id = 'org_a' AND chain = 'eth-mainnet'""")
+    finding = rollups_match_clickhouse(usage_store, october, start, end)
+    assert [(day, meter, pg - ch) for day, meter, ch, pg, _ in finding.rows] == [
+        (date(2026, 10, 5), "meter_compute_units", 2000000000)]
 
     assert late_raw_rows(usage_store, october, today=date(2026, 11, 5)).passed
     from month_fixture import october_events

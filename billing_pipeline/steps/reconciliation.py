@@ -8,12 +8,14 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 import psycopg
+from psycopg import sql as sql_query
 
 from ..domain.chains import known_chains
 from ..domain.money import from_minor_units
 from ..domain.parasut_invoice import net_of_discounts
 from ..domain.periods import Period
 from ..stores.clickhouse import UsageStore, sql_text
+from ..stores.meter_sql import MeterSet
 from ..stores.ledger import documents_against_ledger, verify
 from ..stores.postgres import connect
 from .usage import source_totals
@@ -111,23 +113,29 @@ def rollups_match_clickhouse(store: UsageStore, db_url: str, start: datetime, en
     One query per chunk of days, the rollup's chunks (the same copies are in reach): the plain
     deduplication groups the chunk's rows by request id, which stays small where a month at once
     would not, and spills to disk past a bound (usage_direct_totals.sql)."""
-    sql, chains = sql_text("usage_direct_totals"), sorted(known_chains())
+    # every additive meter too: pricing reads them, and compute units edited in PostgreSQL billed
+    # 851.20 EUR instead of 450.00 with this check green
+    meters = MeterSet.load()
+    columns = ["requests", "successful_requests", "bytes_out"] + meters.additive_columns
+    sql, chains = meters.direct_totals_sql(sql_text("usage_direct_totals")), sorted(known_chains())
     clickhouse = {}
     for first, following in plan_chunks(start, end, source_totals(store, start, end)):
         for r in store.query_arrow(sql, {"window_start": first, "window_end": following, "known_chains": chains,
-                                         "lookback_start": first - timedelta(hours=lookback_hours)}).to_pylist():
-            clickhouse[r["day"]] = (r["requests"], r["successful_requests"], r["bytes_out"])
+                                         "lookback_start": first - timedelta(hours=lookback_hours),
+                                         **meters.parameters()}).to_pylist():
+            clickhouse[r["day"]] = tuple(r[c] for c in columns)
     with connect(db_url) as conn:
         postgres = {r[0]: tuple(int(v) for v in r[1:]) for r in conn.execute(
-            """SELECT day, sum(requests), sum(successful_requests), sum(bytes_out) FROM usage_rollups
-               WHERE day >= %s AND day < %s GROUP BY day""", (start.date(), end.date()))}
-    rows = []
+            sql_query.SQL("SELECT day, {} FROM usage_rollups WHERE day >= %s AND day < %s GROUP BY day").format(
+                sql_query.SQL(", ").join(sql_query.SQL("sum({})").format(sql_query.Identifier(c)) for c in columns)),
+            (start.date(), end.date()))}
+    rows, nothing = [], (0,) * len(columns)
     for day in sorted(set(clickhouse) | set(postgres)):
-        ch, pg = clickhouse.get(day, (0, 0, 0)), postgres.get(day, (0, 0, 0))
-        for meter, c, p in zip(("requests", "successful_requests", "bytes_out"), ch, pg):
+        ch, pg = clickhouse.get(day, nothing), postgres.get(day, nothing)
+        for meter, c, p in zip(columns, ch, pg):
             if c != p:
                 rows.append((day, meter, c, p, p - c))
-    return Finding(not rows, rows, {"days": len(set(clickhouse) | set(postgres)), "differences": len(rows)})
+    return Finding(not rows, rows, {"days": len(set(clickhouse) | set(postgres)), "differing": len(rows)})
 
 
 def _utc_midnight(day: date) -> datetime:

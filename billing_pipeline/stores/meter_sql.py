@@ -92,6 +92,13 @@ class MeterSet:
         lines = "".join(f",\n    {aggregate(m)} AS {m.column}" for m in self.meters)
         return template.replace(MARKER, lines).replace(ROW_FILTER, _BEFORE_CUT_ROWS if before_local_midnight else "")
 
+    def direct_totals_sql(self, template: str) -> str:
+        """usage_direct_totals.sql with the additive meters: over the rows, over the first copies, summed."""
+        additive = [m for m in self.meters if m.additive]
+        return (template.replace(MARKER, "".join(f", {aggregate(m)} AS {m.column}" for m in additive))
+                .replace("/* copy meters */", "".join(f", {aggregate(m, _copy)} AS {m.column}" for m in additive))
+                .replace("/* meter sums */", "".join(f", sum({m.column}) AS {m.column}" for m in additive)))
+
     def duplicates_sql(self, template: str, before_local_midnight: bool = False) -> str:
         lines = "".join(f",\n    {aggregate(m, _copy)} AS {m.column}" for m in self.meters if m.additive)
         sql = template.replace(MARKER, lines)

@@ -15,11 +15,11 @@ WITH repeated AS
     GROUP BY request_key HAVING count() > 1
 )
 SELECT day, sum(requests) AS requests, sum(successful_requests) AS successful_requests,
-       sum(bytes_out) AS bytes_out
+       sum(bytes_out) AS bytes_out /* meter sums */
 FROM
 (
     SELECT toDate(timestamp) AS day, count() AS requests, countIf(http_status < 400) AS successful_requests,
-           sum(bytes_out) AS bytes_out
+           sum(bytes_out) AS bytes_out /* declared meters */
     FROM requests_raw
     WHERE timestamp >= {window_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')}
       AND (/* include usage_billable */)
@@ -28,19 +28,20 @@ FROM
 
     UNION ALL
 
-    SELECT toDate(first.1) AS day, count() AS requests, countIf(first.5 < 400) AS successful_requests,
-           sum(first.6) AS bytes_out
+    SELECT toDate(copy.1) AS day, count() AS requests, countIf(copy.5 < 400) AS successful_requests,
+           sum(copy.6) AS bytes_out /* copy meters */
     FROM
     (
-        -- each repeated request's first copy: the smallest full tuple
-        SELECT min((timestamp, org_id, project_id, chain, http_status, bytes_out)) AS first
+        -- each repeated request's first copy: the smallest full tuple (usage_duplicates.sql's order)
+        SELECT min((timestamp, org_id, project_id, chain, http_status, bytes_out, method, latency_ms,
+                    api_key_id)) AS copy
         FROM requests_raw
         WHERE timestamp >= {lookback_start:DateTime64(3, 'UTC')} AND timestamp < {window_end:DateTime64(3, 'UTC')}
           AND (/* include usage_billable */)
           AND request_key IN repeated
         GROUP BY request_id
     )
-    WHERE first.1 >= {window_start:DateTime64(3, 'UTC')}
+    WHERE copy.1 >= {window_start:DateTime64(3, 'UTC')}
     GROUP BY day
 )
 GROUP BY day
