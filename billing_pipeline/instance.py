@@ -7,6 +7,7 @@ storage URL is read from an environment variable at load time, so no password is
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -56,4 +57,38 @@ def prepare_instance(billing_url: str) -> Path:
 
 def get_instance(billing_url: str) -> dg.DagsterInstance:
     prepare_instance(billing_url)
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    if settings.env(settings.CLICKHOUSE_URL_ENV) is None:  # one machine (chdb): every run's process is here
+        for run_id, pid in fail_orphaned_runs(instance):
+            print(f"run {run_id} was left STARTED by a process that is gone ({pid}, killed?): marked failed, so the "
+                  "run queue moves on", file=sys.stderr)
+    return instance
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[tuple[str, int]]:
+    """Mark failed the runs left STARTED by a process of this machine that no longer exists.
+
+    `billing close` runs in-process, where Dagster's run monitoring cannot see; killed, its run
+    stayed STARTED for good, and with chdb (one run at a time) every queued run waited behind it
+    until someone terminated it by hand. Only for one machine's runs: a pid means nothing on another."""
+    from dagster._core.events import DagsterEventType
+
+    failed = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        pids = {r.dagster_event.pid for r in instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START)
+                if r.dagster_event is not None and r.dagster_event.pid}
+        if pids and not any(_running(pid) for pid in pids):
+            instance.report_run_failed(run, message=f"the process that ran it ({min(pids)}) ended without finishing "
+                                                    "(killed?); marked failed by billing")
+            failed.append((run.run_id, min(pids)))
+    return failed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
