@@ -103,6 +103,8 @@ def _close(db_url: str, period: Period, allow_empty_days: bool = False) -> None:
     with get_instance(db_url) as instance:
         result = close_month(instance, period, rollup_config=_rollup_config(allow_empty_days))
     print(f"   runs {result.rollup_run_id} and {result.billing_run_id}")
+    for check in result.failed_checks:
+        print(f"   ALARM: asset check {check} failed; its table is in the Dagster UI (billing ui)")
     done()
 
 

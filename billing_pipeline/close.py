@@ -35,6 +35,14 @@ class RunFailedError(BillingError):
 class CloseResult:
     rollup_run_id: str
     billing_run_id: str
+    # checks that did not pass, "asset.check (SEVERITY)": the close succeeds past a non-blocking one
+    # (quarantined rows, usage no contract rates), which only the UI showed
+    failed_checks: tuple[str, ...] = ()
+
+
+def failed_checks(*results: dg.ExecuteInProcessResult) -> tuple[str, ...]:
+    return tuple(f"{e.asset_key.to_user_string()}.{e.check_name} ({e.severity.value})"
+                 for r in results for e in r.get_asset_check_evaluations() if not e.passed)
 
 
 def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
@@ -109,7 +117,7 @@ def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dic
         raise_on_error=False,
     )
     _raise_if_failed(billing, f"fx_snapshot/rated_charges/invoice_drafts/audit_snapshot {period.start}")
-    return CloseResult(rollups.run_id, billing.run_id)
+    return CloseResult(rollups.run_id, billing.run_id, failed_checks(rollups, billing))
 
 
 SINKS = [stripe_invoices.key, parasut_invoices.key]

@@ -224,3 +224,14 @@ def test_a_correction_documents_lira_line_is_a_difference_of_two_rounded_lines_n
         finding = lira_lines_match_rate(conn, OCTOBER)
     assert finding.passed and finding.counts == {"converted_lines": 0, "differing": 0,
                                                  "free_months_rounded_to_zero": 0}
+
+
+def test_the_close_names_the_checks_that_failed(october, usage_store, billing_defs, instance):
+    # a delivery on an unknown chain: quarantined, the close succeeds, and only the UI said so
+    from month_fixture import _row, october_events, ts
+    import pyarrow as pa
+    usage_store.insert_arrow("requests_raw", pa.Table.from_pylist(
+        [_row(ts(2026, 10, 12, 9), "doge-1", "org_a", "prj_a1", "dogechain")], schema=october_events().schema))
+    result = close_month(instance, OCTOBER, definitions=billing_defs)
+    assert "usage_rollups.no_quarantined_rows (ERROR)" in result.failed_checks
+    assert all(check.endswith(("(ERROR)", "(WARN)")) for check in result.failed_checks)
