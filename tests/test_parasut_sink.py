@@ -116,6 +116,11 @@ def test_issues_e_fatura_and_e_arsiv_in_lira_to_the_kurus(drafts, storage):
                 if j["kind"] == "e_invoices"] == ["commercial"]
         beta = server.parasut.sales_invoices_for("1234567890")[0]
         pelin = server.parasut.sales_invoices_for("10000000146")[0]
+        numbers = {d["sales_invoice_id"]: f"PRS{int(d['document_id']):013d}" if d["kind"] == "e_archives" else None
+                   for d in server.parasut.e_documents}
+    # an e-Arsiv keeps its legal number, the e-document's (never recorded before); the Swagger gives
+    # an e-Fatura's document no number field
+    assert sorted(rows(drafts, "SELECT external_id, external_number FROM invoices")) == sorted(numbers.items())
 
     # the fixed contract: one static line, usage in an appendix (JSON + PDF in S3) named in the note
     assert [(d["description"], d["quantity"], d["unit_price"], d["vat_rate"]) for d in beta["details"]] == [

@@ -368,6 +368,9 @@ def _fetch_pdf(db_url: str, client: ParasutClient, invoice_id: str, storage, pol
                               invoice_id))
                 return 0
             pdf = client.download(answer["data"]["attributes"]["url"])  # the link expires in an hour: use it now
+            # an e-Arsiv's legal number (e.g. PRS2026000000032): its document's, given once signed (the
+            # sales invoice's invoice_no stays empty; the Swagger gives an e-Fatura document none)
+            number = client.request("GET", path.removesuffix("/pdf"))["data"]["attributes"].get("invoice_number")
         except (ParasutRefused, ParasutUnavailable) as exc:
             conn.execute("UPDATE invoices SET sink_error = %s, sink_error_at = now() WHERE invoice_id = %s",
                          (f"PDF: {exc}", invoice_id))
@@ -375,8 +378,9 @@ def _fetch_pdf(db_url: str, client: ParasutClient, invoice_id: str, storage, pol
         digest = hashlib.sha256(pdf).hexdigest()
         key = f"invoices/{period_start:%Y-%m}/{invoice_id.replace(':', '_')}.pdf"
         location = storage.put(key, pdf) if storage is not None else None
-        conn.execute("UPDATE invoices SET pdf_sha256 = %s, pdf_location = %s, sink_error = NULL, sink_error_at = NULL "
-                     "WHERE invoice_id = %s", (digest, location, invoice_id))
+        conn.execute("UPDATE invoices SET pdf_sha256 = %s, pdf_location = %s, sink_error = NULL, sink_error_at = NULL, "
+                     "external_number = coalesce(%s, external_number) WHERE invoice_id = %s",
+                     (digest, location, None if number is None else str(number), invoice_id))
         return 1
 
 
