@@ -93,8 +93,8 @@ def format_month_summary(db_url: str, period: Period, max_lines_per_invoice: int
         if credits:
             out.append(f"    {'prepaid credit applied':<73} {_num(-credits, currency):>14} {currency}")
         out.append(f"    {'TOTAL':<73} {_num(total, currency):>14} {currency}")
-        for d in by_contract[contract_id]:  # the documents that issued this version's difference
-            if d[2] == version and d[4] != "INVOICE":
+        for d in by_contract[contract_id]:  # the documents that issued the differences up to this version
+            if d[2] <= version and d[4] != "INVOICE":  # every correction up to it: v2's too under v3
                 label = f"{_KIND_NAMES.get(d[4], d[4])} {d[0]} ({d[3]})"
                 out.append(f"    {label:<73} {_num(d[13], currency):>14} {currency}")
         for later in by_contract[contract_id]:  # drafted after it, not issued: a correction that stopped, or unsent

@@ -344,3 +344,21 @@ def test_a_supplementary_voided_since_is_named_by_the_next_dispute_report(scenar
     assert report[0] == "supplementary CTR-A:2026-10:v2:supplementary: 0.0300 USD correcting CTR-A:2026-10:v1, VOID"
     assert report[1:] == ["NOT ADDING UP CTR-A:2026-10:v2: CTR-A:2026-10:USAGE:requests:eth-mainnet: the issued "
                           "documents carry 0.1100, the version in force 0.1400"]
+
+
+def test_the_summary_lists_every_correction_under_the_version_in_force(scenario, chdb_path, usage_store, instance,
+                                                                       s3_endpoint, signing_key):
+    """Two disputes of CTR-A's October, each with late requests: v3 is in force, and the summary
+    listed only v3's supplementary invoice, not v2's, though the customer holds both."""
+    db_url = scenario
+    with _issued_october(db_url, chdb_path, instance, s3_endpoint) as (defs, _stripe_server):
+        usage_store.insert_arrow("requests_raw", _late_rows_of(date(2026, 10, 5)))
+        dispute_month(instance, OCTOBER, [date(2026, 10, 5)], definitions=defs)
+        usage_store.insert_arrow("requests_raw", _events(
+            [_row(ts(2026, 10, 5, 20, 0, i), f"late2-a{i}", "org_a", "prj_a1", "eth-mainnet") for i in range(2)]))
+        dispute_month(instance, OCTOBER, [date(2026, 10, 5)], definitions=defs)
+    summary = format_month_summary(db_url, OCTOBER).splitlines()
+    block = summary[next(i for i, line in enumerate(summary) if line.startswith("CTR-A:2026-10:v3  Alpha Ltd")):]
+    documents = [line.split()[:3] for line in block[:12] if line.startswith("    supplementary")]
+    assert documents == [["supplementary", "invoice", "CTR-A:2026-10:v2:supplementary"],
+                         ["supplementary", "invoice", "CTR-A:2026-10:v3:supplementary"]]
