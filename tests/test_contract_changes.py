@@ -6,6 +6,7 @@ import re
 from decimal import Decimal
 
 import psycopg
+import pyarrow as pa
 import pytest
 
 from billing_pipeline.close import close_month
@@ -207,3 +208,29 @@ def test_a_month_issued_keeps_its_prices_when_the_catalog_changes_later(october,
     assert ctr_d_amount() == D("0.031")  # as issued
     plans_csv = export_month(october, october_period, tmp_path)["plans.csv"].read_text()
     assert '""unit_price"": ""0.001""' in plans_csv and "0.002" not in plans_csv
+
+
+def test_the_first_billing_month_closes_for_a_customer_ahead_of_utc(db_url, usage_store, billing_defs, instance):
+    """January 2025, the first billing month, with CTR-A billed in Istanbul (UTC+3): its local month
+    starts at 21:00 UTC on 31 December 2024, a day no partition holds, and rating refused the month
+    ('missing partition(s): 2024-12-31') though usage before the billing start is never billed."""
+    from month_fixture import _row, october_events, seed_contracts, ts
+
+    usage_store.insert_arrow("requests_raw", pa.Table.from_pylist([
+        _row(ts(2024, 12, 31, 22), "before-start", "org_a", "prj_a1", "eth-mainnet"),  # 1 Jan in Istanbul
+        *[_row(ts(2025, 1, 15, 12, 0, i), f"jan{i}", "org_a", "prj_a1", "eth-mainnet") for i in range(3)],
+        _row(ts(2025, 1, 31, 22), "february", "org_a", "prj_a1", "eth-mainnet"),  # 1 Feb in Istanbul
+    ], schema=october_events().schema))
+    with transaction(db_url) as conn:
+        seed_contracts(conn)
+        conn.execute("UPDATE contracts SET start_at = '2024-12-31T21:00:00Z', timezone = 'Europe/Istanbul' "
+                     "WHERE contract_id = 'CTR-A'")
+        conn.execute("DELETE FROM contracts WHERE contract_id <> 'CTR-A'")
+    closed = close_month(instance, Period.parse_month("2025-01"), {"allow_empty_days": True}, definitions=billing_defs)
+    assert closed.failed_checks == ()
+    with psycopg.connect(db_url) as conn:
+        lines = conn.execute("""SELECT description, amount FROM invoice_lines
+                                WHERE invoice_id = 'CTR-A:2025-01:v1' ORDER BY line_no""").fetchall()
+        days = [r[0].isoformat() for r in conn.execute("SELECT day FROM usage_rollup_days ORDER BY day")]
+    assert lines == [("ETH Mainnet - 3 requests", D("0.0500"))]  # 3 x 0.015 = 0.045, half-up
+    assert (days[0], days[-1], len(days)) == ("2025-01-01", "2025-02-01", 32)  # no day before the billing start

@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-BILLING_START_DATE = "2025-01-01"
+from ..domain.periods import BILLING_START
+
+BILLING_START_DATE = BILLING_START.isoformat()
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=BILLING_START_DATE, timezone="UTC")
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=BILLING_START_DATE, timezone="UTC")

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+# The first billed day (UTC): no usage before it is rolled up or billed, not even the hours a
+# customer ahead of UTC counts in its first local month (its service starts with the billing).
+BILLING_START = date(2025, 1, 1)
+
 
 @dataclass(frozen=True)
 class Period:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 
-from ..domain.periods import Period, missing_days
+from ..domain.periods import BILLING_START, Period, missing_days
 from ..domain.adjustments import Discount
 from ..domain.amendments import Amendment, attach_usage, split_month
 from ..domain.local_days import to_local_days
@@ -219,7 +219,7 @@ def _days_needed(terms: list[ContractTerms], period: Period) -> list[date]:
         first = datetime.combine(period.start, time(), zone).astimezone(timezone.utc)
         end = datetime.combine(period.end, time(), zone).astimezone(timezone.utc) - timedelta(milliseconds=1)
         needed |= {first.date(), end.date()}
-    return sorted(needed)
+    return sorted(d for d in needed if d >= BILLING_START)  # the first month's eve is never rolled up
 
 
 def _amendments(conn: psycopg.Connection, period: Period, plans: dict[str, Plan]) -> dict[str, list[Amendment]]:
