@@ -126,3 +126,35 @@ def test_month_is_rated_again_when_a_day_is_rerun():
         assert requested() == {}
         report("usage_rollups", "2026-10-05")  # a disputed day re-run
         assert requested() == both
+
+
+def test_a_day_whose_rollup_failed_is_asked_again_every_hour(billing_defs):
+    """on_cron asked for 3 December once, at 02:00; the run failed (no rows: ingestion late) and
+    nothing asked again, so the month waited on a red partition until someone noticed."""
+    from datetime import datetime, timezone
+
+    job = billing_defs.resolve_implicit_global_asset_job_def()
+    rollups = dg.AssetKey("usage_rollups")
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = None
+
+        def requested(hour: int, minute: int, day: int = 4) -> list[str]:
+            nonlocal cursor
+            result = dg.evaluate_automation_conditions(
+                defs=billing_defs, instance=instance, cursor=cursor,
+                evaluation_time=datetime(2026, 12, day, hour, minute, tzinfo=timezone.utc))
+            cursor = result.cursor
+            return sorted(result.get_requested_partitions(rollups))
+
+        assert requested(1, 55) == []
+        assert requested(2, 5) == ["2026-12-03"]
+        failed = job.execute_in_process(instance=instance, asset_selection=[rollups], partition_key="2026-12-03",
+                                        raise_on_error=False)
+        assert not failed.success  # requests_raw has no rows for 2026-12-03
+        assert requested(2, 30) == []  # at most once an hour
+        assert requested(3, 5) == ["2026-12-03"]
+        assert requested(3, 30) == []
+        assert requested(4, 5) == ["2026-12-03"]  # the 03:05 request not run here: still failed, asked again
+        job.execute_in_process(instance=instance, asset_selection=[rollups], partition_key="2026-12-03",
+                               run_config={"ops": {"usage_rollups": {"config": {"allow_empty_days": True}}}})
+        assert requested(5, 5) == []  # rolled up: no more

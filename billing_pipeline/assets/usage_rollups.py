@@ -1,6 +1,7 @@
 """usage_rollups: daily usage per (day, org, project, chain), aggregated inside ClickHouse."""
 
 import warnings
+from datetime import timedelta
 
 import dagster as dg
 
@@ -33,13 +34,24 @@ class RollupConfig(dg.Config):
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 
+# on_cron asks for yesterday once, at 02:00: a rollup that failed then (ClickHouse or PostgreSQL
+# unreachable, the gateway's rows late) was never asked again, and its month waited on a red
+# partition until someone noticed. A failed day of the last two is asked again every hour.
+RETRY_A_FAILED_DAY = (
+    dg.AutomationCondition.in_latest_time_window(timedelta(days=2))
+    & dg.AutomationCondition.execution_failed()
+    & dg.AutomationCondition.cron_tick_passed("0 * * * *", "UTC").since_last_handled()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("failed: again every hour for two days")
+
+
 @dg.asset(
     deps=[requests_raw],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     # requests_raw is the gateway's table, outside Dagster: no materialization of it is ever recorded,
     # so on_cron waiting for its deps to update since the tick never rolled a day up by itself
-    automation_condition=dg.AutomationCondition.on_cron("0 2 * * *", "UTC").ignore(
+    automation_condition=(dg.AutomationCondition.on_cron("0 2 * * *", "UTC") | RETRY_A_FAILED_DAY).ignore(
         dg.AssetSelection.assets(requests_raw.key)),
     group_name="usage",
     owners=["team:billing-data"],
