@@ -203,7 +203,11 @@ def test_an_issued_month_bills_its_issued_versions_and_each_invoice_falls_due_as
         filler = conn.execute("SELECT revenue FROM analytics_marts.revenue_per_plan WHERE plan_id = 'filler'").fetchone()
         due = conn.execute("""SELECT invoice_id, issued_on::text, due_on::text FROM analytics_marts.invoice_ageing
                               WHERE invoice_id IN ('CTR-B:2026-10:v1', 'CTR-C:2026-10:v1') ORDER BY 1""").fetchall()
+        status = conn.execute("""SELECT status, is_current, documents, total FROM analytics_marts.invoice_status
+                                 WHERE currency = 'USD' AND kind = 'INVOICE' ORDER BY 1""").fetchall()
     assert filler == (issued,) == (D("0.0300"),)
+    # the month's USD invoices: CTR-A's and CTR-D's issued v1 in force, CTR-D's v2 draft apart
+    assert status == [("DRAFT", False, 1, D("0.0100")), ("ISSUED", True, 2, D("0.1900"))]
     assert due == [("CTR-B:2026-10:v1", "2026-11-01", "2026-12-01"), ("CTR-C:2026-10:v1", "2026-11-04", "2026-11-04")]
 
 
