@@ -28,6 +28,7 @@ import psycopg
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "tests")]
 
+from billing_pipeline.domain.parasut_invoice import vkn_is_valid  # noqa: E402
 from billing_pipeline.domain.periods import Period  # noqa: E402
 from billing_pipeline.sinks.parasut.client import ParasutClient, ParasutCredentials  # noqa: E402
 from billing_pipeline.sinks.parasut.issuing import PollPolicy, issue_month  # noqa: E402
@@ -39,7 +40,8 @@ from parasut_server import ParasutServer  # noqa: E402
 
 
 def vkn(i: int) -> str:
-    return f"{7000000000 + i:010d}"
+    """The i-th customer's tax number, with its check digit: the sink refuses any other before a call."""
+    return next(n for n in (f"{700000000 + i:09d}{d}" for d in range(10)) if vkn_is_valid(n))
 
 
 def seed(url: str, invoices: int) -> None:
@@ -134,7 +136,12 @@ def main() -> None:
                   f"({seen / seconds / limit_rate:.1%})")
             print(f"429 answers          {server.parasut.rate_limited}")
             print(f"invoices per minute  {done / seconds * 60:.2f}")
+            with psycopg.connect(url) as conn:  # a refusal is a failed benchmark, not a faster one
+                refused = conn.execute("SELECT invoice_id, sink_error FROM invoices WHERE status <> 'ISSUED' "
+                                       "ORDER BY 1").fetchall()
         s3.stop()
+    if refused:
+        sys.exit(f"{len(refused)} invoice(s) not issued, the first: {refused[0][0]}: {refused[0][1]}")
 
 
 if __name__ == "__main__":
