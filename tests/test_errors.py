@@ -153,6 +153,21 @@ def test_cli_month_never_closed_is_refused_not_reported_empty(tmp_path, db_url, 
                           "close it first: billing close --month 2026-10")
 
 
+@pytest.mark.parametrize("command", [["issue"], ["dispute", "--day", "2026-10-05"]])
+def test_cli_month_rated_but_never_drafted_is_refused(tmp_path, db_url, command):
+    """A close that stopped after rated_charges (invoice_drafts failed): `issue` ran both sinks over
+    no drafts and reported nothing issued, as for a month already issued."""
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO rating_runs (period_start, contracts, charges, unrated_requests) "
+                     "VALUES ('2026-10-01', 4, 9, 0)")
+    result = run_cli(command[0], "--month", "2026-10", *command[1:], tmp_path=tmp_path,
+                     env_overrides={"BILLING_DATABASE_URL": db_url})
+    assert_one_clear_line(result, "2026-10 has not been closed: rated_charges 2026-10-01 rated 4 contract(s) but "
+                                  "invoice_drafts has drafted none; close it again: billing close --month 2026-10")
+
+
 def test_cli_state_directory_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
