@@ -165,12 +165,12 @@ def _require_closed(db_url: str, period: Period) -> None:
     from .stores.postgres import connect
 
     with connect(db_url) as conn:
-        rated = conn.execute("SELECT contracts FROM rating_runs WHERE period_start = %s", (period.start,)).fetchone()
-        drafted = conn.execute("SELECT 1 FROM invoices WHERE period_start = %s LIMIT 1", (period.start,)).fetchone()
+        rated = conn.execute("""SELECT contracts, EXISTS (SELECT 1 FROM invoices WHERE period_start = r.period_start)
+                                FROM rating_runs r WHERE period_start = %s""", (period.start,)).fetchone()
     if rated is None:
         raise BillingError(f"{period.label} has not been closed: rated_charges {period.start.isoformat()} was never "
                            f"materialized, so there are no invoices; close it first: billing close --month {period.label}")
-    if rated[0] and drafted is None:  # a close that stopped after rating: the sinks would issue nothing, and say so
+    if rated[0] and not rated[1]:  # a close that stopped after rating: the sinks would issue nothing, and say so
         raise BillingError(f"{period.label} has not been closed: rated_charges {period.start.isoformat()} rated "
                            f"{rated[0]:,} contract(s) but invoice_drafts has drafted none; close it again: "
                            f"billing close --month {period.label}")

@@ -18,12 +18,12 @@ from .assets.fx_snapshot import fx_snapshot
 from .assets.invoice_corrections import invoice_corrections
 from .assets.invoice_drafts import invoice_drafts
 from .assets.parasut_invoices import parasut_invoices
-from .assets.partitions import BILLING_START_DATE, daily_partitions, monthly_partitions
+from .assets.partitions import daily_partitions, monthly_partitions
 from .assets.rated_charges import rated_charges
 from .assets.stripe_invoices import stripe_invoices
 from .assets.usage_rollups import usage_rollups
 from .definitions import defs
-from .domain.periods import Period
+from .domain.periods import BILLING_START, Period
 from .errors import BillingError
 
 
@@ -76,8 +76,8 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 def rollup_days(period: Period) -> list[date]:
     """The UTC days a month's close rolls up: the month and one day on each side, which customers
     billed in other timezones reach into (UTC+3's October starts at 21:00 UTC on 30 September;
-    UTC-4's ends at 04:00 UTC on 1 November)."""
-    return [period.start - timedelta(days=1), *period.days(), period.end]
+    UTC-4's ends at 04:00 UTC on 1 November). None before the billing start: no partition holds it."""
+    return [d for d in (period.start - timedelta(days=1), *period.days(), period.end) if d >= BILLING_START]
 
 
 def _rollup_run_config(rollup_config: dict | None) -> dict:
@@ -88,7 +88,7 @@ def check_closable(period: Period) -> None:
     """A month can be closed once it has ended everywhere: its monthly partition exists and so
     does the daily partition of the next month's first day."""
     keys = monthly_partitions.get_partition_keys()
-    edge = rollup_days(period)[-1].isoformat()
+    edge = period.end.isoformat()  # the day after the month, the last it rolls up
     if period.start.isoformat() not in keys or edge not in daily_partitions.get_partition_keys():
         span = f"{keys[0][:7]} .. {keys[-1][:7]}" if keys else "none yet"
         raise BillingError(f"month {period.label} is not a closable billing month (monthly partitions: {span}; "
@@ -99,7 +99,7 @@ def close_month(instance: dg.DagsterInstance, period: Period, rollup_config: dic
                 definitions: dg.Definitions | None = None) -> CloseResult:
     check_closable(period)
     job = (definitions or defs).resolve_implicit_global_asset_job_def()
-    days = [d for d in rollup_days(period) if d.isoformat() >= BILLING_START_DATE]
+    days = rollup_days(period)
     rollups = job.execute_in_process(
         instance=instance,
         asset_selection=[usage_rollups.key],
